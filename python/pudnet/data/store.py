@@ -1,0 +1,70 @@
+"""Datasets as one contiguous uint8 image store ``[N, C, H, W]`` plus integer labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .sampler import SplitMix64, TooFewImagesError, class_members
+
+
+class DataError(ValueError):
+    """A data file or folder is missing, malformed or unsuitable; the message names it."""
+
+
+@dataclass
+class ImageStore:
+    """Images ``uint8 [N, C, H, W]`` and labels ``int64 [N]``; ``source`` names where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    source: str = "<memory>"
+    class_names: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise DataError(
+                f"{self.source}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{list(self.images.shape)}"
+            )
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (len(self.images),):
+            raise DataError(
+                f"{self.source}: {len(self.images)} images but labels of shape {list(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted(int(c) for c in np.unique(self.labels))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, indices: np.ndarray) -> "ImageStore":
+        return ImageStore(self.images[indices], self.labels[indices], self.source, self.class_names)
+
+    def of_classes(self, classes: list[int]) -> "ImageStore":
+        return self.subset(np.flatnonzero(np.isin(self.labels, classes)))
+
+    def tensor(self, indices: np.ndarray | None = None) -> torch.Tensor:
+        """Images as float32 in [0, 1]."""
+        images = self.images if indices is None else self.images[indices]
+        return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+    def labelled(self, per_class: int = 10, seed: int = 0) -> "ImageStore":
+        """``per_class`` images of every class, drawn with the sampler's generator."""
+        rng = SplitMix64(seed, 0)
+        chosen = []
+        for c, members in sorted(class_members(self.labels).items()):
+            if len(members) < per_class:
+                raise TooFewImagesError(
+                    f"{self.source}: class {c} has {len(members)} images, {per_class} labelled asked"
+                )
+            chosen += rng.choose(members, per_class)
+        return self.subset(np.asarray(chosen, dtype=np.int64))

@@ -1,0 +1,102 @@
+"""PudNet's hot path — the AHRU recurrence and the weight-generator convolutions — in eager PyTorch.
+
+These functions are the numerical contract the Triton kernels in ``pudnet.kernels`` match. ``ahru`` and
+``generate`` dispatch: CUDA tensors take the Triton path, CPU tensors the eager one, and
+``use_triton(True)`` (or ``PUDNET_TRITON=1``) forces Triton everywhere (on CPU under
+``TRITON_INTERPRET=1``); ``use_triton(False)`` (or ``PUDNET_TRITON=0``) forces eager.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_FORCE: bool | None = {"1": True, "0": False}.get(os.environ.get("PUDNET_TRITON", ""))
+
+
+def use_triton(flag: bool | None) -> None:
+    """Force the Triton path (True), the eager path (False), or choose by device (None)."""
+    global _FORCE
+    _FORCE = flag
+
+
+def _wants_triton(t: Tensor) -> bool:
+    return _FORCE if _FORCE is not None else t.is_cuda
+
+
+def ahru_eager(
+    e: Tensor, h0: Tensor, x0: Tensor, w_x: Tensor, w_h: Tensor, b_x: Tensor, b_h: Tensor,
+    alpha: float, steps: int,
+) -> Tensor:
+    """The AHRU recurrence over ``steps`` target layers; returns ``r'`` of every layer ``[B, steps, E]``.
+
+    ``e`` [B, E] dataset embedding, ``h0`` [B, E] initial hidden state, ``x0`` [E] learned first input;
+    ``w_x``, ``w_h`` [E, 3E] and ``b_x``, ``b_h`` [3E] hold the update (z), reset (g) and candidate (n)
+    gates in that order. One step (GRU-like, weights shared across steps)::
+
+        z = σ(x W_xz + b_xz + h W_hz + b_hz)
+        g = σ(x W_xg + b_xg + h W_hg + b_hg)
+        n = tanh(x W_xn + b_xn + g ⊙ (h W_hn + b_hn))
+        h = (1 − z) ⊙ n + z ⊙ h
+        r' = (1 − α) h + α e          # initial residual connection
+        x = r'                        # the next layer's input
+    """
+    x = x0.expand_as(e)
+    h = h0
+    outputs = []
+    for _ in range(steps):
+        gx = x @ w_x + b_x
+        gh = h @ w_h + b_h
+        xz, xg, xn = gx.chunk(3, dim=-1)
+        hz, hg, hn = gh.chunk(3, dim=-1)
+        z = torch.sigmoid(xz + hz)
+        g = torch.sigmoid(xg + hg)
+        n = torch.tanh(xn + g * hn)
+        h = (1 - z) * n + z * h
+        x = (1 - alpha) * h + alpha * e
+        outputs.append(x)
+    return torch.stack(outputs, dim=1)
+
+
+def generate_eager(
+    codes: Tensor, lin_w: Tensor, lin_b: Tensor, conv_w: Tensor, conv_b: Tensor,
+    out_w: list[Tensor], out_b: list[Tensor], k: int,
+) -> list[Tensor]:
+    """The weight generators of one group of layers that share a kernel size ``k``.
+
+    ``codes`` [B, L, E] are the layers' conditioning vectors (``r'``); per layer ``l``:
+    ``lin_w[l]`` [E, H·k·k], ``lin_b[l]`` [H·k·k], ``conv_w[l]`` [H, H, 3, 3], ``conv_b[l]`` [H],
+    ``out_w[l]`` [O_l, H], ``out_b[l]`` [O_l]. Layer ``l`` computes::
+
+        a = reshape(codes[:, l] @ lin_w[l] + lin_b[l], [B, H, k, k])
+        a = leaky_relu(conv3x3(a, conv_w[l], conv_b[l], padding=1), 0.2)
+        raw[b, o, i, j] = Σ_c out_w[l][o, c] a[b, c, i, j] + out_b[l][o]    # a 1×1 convolution
+
+    and returns ``raw`` [B, O_l, k, k] per layer (the caller reshapes it to the parameter's shape).
+    """
+    batch, hidden = codes.shape[0], conv_w.shape[1]
+    raws = []
+    for layer in range(codes.shape[1]):
+        a = (codes[:, layer] @ lin_w[layer] + lin_b[layer]).view(batch, hidden, k, k)
+        a = F.leaky_relu(F.conv2d(a, conv_w[layer], conv_b[layer], padding=1), 0.2)
+        raws.append(torch.einsum("oc,bcij->boij", out_w[layer], a) + out_b[layer][None, :, None, None])
+    return raws
+
+
+def ahru(e, h0, x0, w_x, w_h, b_x, b_h, alpha: float, steps: int) -> Tensor:
+    if _wants_triton(e):
+        from pudnet.kernels.ahru import ahru_triton
+
+        return ahru_triton(e, h0, x0, w_x, w_h, b_x, b_h, alpha, steps)
+    return ahru_eager(e, h0, x0, w_x, w_h, b_x, b_h, alpha, steps)
+
+
+def generate(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int) -> list[Tensor]:
+    if _wants_triton(codes):
+        from pudnet.kernels.generators import generate_triton
+
+        return generate_triton(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k)
+    return generate_eager(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k)

@@ -1,0 +1,62 @@
+"""ConvNet-3: three [conv3x3 → BatchNorm → ReLU → max-pool 2] blocks, flattened features."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Params, ParamSpec, Stats, Target, batch_norm, register
+
+
+class ConvNet3Module(nn.Module):
+    """The exported ConvNet-3: ``forward`` returns flattened features (no classifier head)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 64, depth: int = 3):
+        super().__init__()
+        channels = [in_channels] + [width] * depth
+        for i in range(depth):
+            setattr(self, f"conv{i + 1}", nn.Conv2d(channels[i], channels[i + 1], 3, padding=1, bias=False))
+            setattr(self, f"bn{i + 1}", nn.BatchNorm2d(channels[i + 1]))
+        self.depth = depth
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i in range(1, self.depth + 1):
+            x = F.max_pool2d(F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x))), 2)
+        return x.flatten(1)
+
+
+@register("convnet3")
+class ConvNet3(Target):
+    def __init__(self, in_channels: int = 1, width: int = 64, image_size: int = 28, depth: int = 3):
+        self.name = "convnet3"
+        self.in_channels, self.width, self.image_size, self.depth = in_channels, width, image_size, depth
+        side = image_size
+        for _ in range(depth):
+            side //= 2
+        if side < 1:
+            raise ValueError(f"images of {image_size}px are too small for {depth} pooling blocks")
+        self.feature_dim = width * side * side
+
+    def config(self) -> dict:
+        return {**super().config(), "width": self.width, "image_size": self.image_size, "depth": self.depth}
+
+    def specs(self) -> list[ParamSpec]:
+        specs, cin = [], self.in_channels
+        for i in range(1, self.depth + 1):
+            specs += [
+                ParamSpec(f"conv{i}.weight", (self.width, cin, 3, 3), "conv"),
+                ParamSpec(f"bn{i}.weight", (self.width,), "bn_weight"),
+                ParamSpec(f"bn{i}.bias", (self.width,), "bn_bias"),
+            ]
+            cin = self.width
+        return specs
+
+    def forward(self, params: Params, x: Tensor, stats: Stats | None = None) -> tuple[Tensor, Stats]:
+        collected: Stats = {}
+        for i in range(1, self.depth + 1):
+            x = F.conv2d(x, params[f"conv{i}.weight"], padding=1)
+            x = F.max_pool2d(F.relu(batch_norm(x, f"bn{i}", params, stats, collected)), 2)
+        return x.flatten(1), (stats if stats is not None else collected)
+
+    def module(self) -> nn.Module:
+        return ConvNet3Module(self.in_channels, self.width, self.depth)

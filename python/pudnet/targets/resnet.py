@@ -1,0 +1,1 @@
+"""ResNet-18/34 targets (placeholder until written)."""
