@@ -10,6 +10,8 @@ import numpy as np
 from .idx import read_idx
 from .store import DataError, ImageStore
 
+__all__ = ["fashion_mnist", "idx", "mnist"]
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = {
     0: "T-shirt/top", 1: "Trouser", 2: "Pullover", 3: "Dress", 4: "Coat",

@@ -41,15 +41,18 @@ class ParamSpec:
 
 
 def batch_norm(x: Tensor, name: str, params: Params, stats: Stats | None, collected: Stats) -> Tensor:
-    """BatchNorm ``name`` with the given statistics, or the batch's own (then recorded in ``collected``)."""
+    """BatchNorm ``name`` with the given statistics, or the batch's own (then recorded in ``collected``).
+
+    Recorded statistics are detached: later batches are normalised with them as constants, exactly as the
+    exported module does in eval mode.
+    """
+    weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
     if stats is None:
-        dims = [0] + list(range(2, x.dim()))
-        mean = x.mean(dims)
-        var = x.var(dims, unbiased=False)
-        collected[name] = (mean, var)
-    else:
-        mean, var = stats[name]
-    return F.batch_norm(x, mean, var, params[f"{name}.weight"], params[f"{name}.bias"], False, 0.0, BN_EPS)
+        out, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, BN_EPS)
+        collected[name] = (mean.detach().float(), (invstd.detach().float() ** -2 - BN_EPS).clamp_min(0.0))
+        return out
+    mean, var = stats[name]
+    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, BN_EPS)
 
 
 class Target:

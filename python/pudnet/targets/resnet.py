@@ -1,1 +1,132 @@
-"""ResNet-18/34 targets (placeholder until written)."""
+"""ResNet-18/34 targets with torchvision's parameter names, adapted to small images.
+
+The exported module is a real ``torchvision.models.ResNet`` (``resnet18``/``resnet34`` with
+``weights=None``) with three changes for 28–32 px inputs and the parameter-free centroid classifier:
+
+* ``conv1`` is a 3×3, stride-1, padding-1 convolution from ``in_channels`` (no bias);
+* ``maxpool`` is ``nn.Identity``;
+* ``fc`` is ``nn.Identity``, so the module returns the 512-d features after global average pooling.
+
+``ResNetTarget.forward`` is the same network written functionally (``F.conv2d`` + ``base.batch_norm``),
+so that predicted weights can be run without building a module, and ``to_module`` turns them into the
+torchvision model (eval mode reproduces ``forward(params, x, stats)``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from .base import Params, ParamSpec, Stats, Target, batch_norm, register
+
+# blocks per stage of the BasicBlock ResNets
+_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+_WIDTHS = (64, 128, 256, 512)
+_FACTORIES = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34}
+
+
+def adapted_resnet(depth: int, in_channels: int = 1) -> torchvision.models.ResNet:
+    """A fresh torchvision ResNet-``depth`` adapted to small images (see the module docstring).
+
+    This is the architecture a saved ResNet state dict loads into:
+    ``adapted_resnet(18, 3).load_state_dict(torch_state_dict)``.
+    """
+    if depth not in _FACTORIES:
+        raise ValueError(f"ResNet depth must be one of {sorted(_FACTORIES)}, got {depth}")
+    model = _FACTORIES[depth](weights=None)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    return model
+
+
+class ResNetTarget(Target):
+    """BasicBlock ResNet: stem conv3x3 → BN → ReLU, four stages, global average pool (512-d features)."""
+
+    depth: int
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28):
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be positive, got {in_channels}")
+        if image_size < 8:
+            raise ValueError(f"images of {image_size}px are too small for a ResNet (3 stride-2 stages)")
+        self.name = f"resnet{self.depth}"
+        self.in_channels, self.image_size = in_channels, image_size
+        self.feature_dim = _WIDTHS[-1]
+
+    def config(self) -> dict:
+        return {**super().config(), "image_size": self.image_size}
+
+    def _blocks(self):
+        """(prefix, in planes, planes, stride, has downsample) for every BasicBlock, in order."""
+        inplanes = 64
+        for stage, (n_blocks, planes) in enumerate(zip(_LAYERS[self.depth], _WIDTHS), start=1):
+            for b in range(n_blocks):
+                stride = 2 if (stage > 1 and b == 0) else 1
+                downsample = stride != 1 or inplanes != planes
+                yield f"layer{stage}.{b}", inplanes, planes, stride, downsample
+                inplanes = planes
+
+    def specs(self) -> list[ParamSpec]:
+        def bn(name: str, c: int) -> list[ParamSpec]:
+            return [ParamSpec(f"{name}.weight", (c,), "bn_weight"), ParamSpec(f"{name}.bias", (c,), "bn_bias")]
+
+        specs = [ParamSpec("conv1.weight", (64, self.in_channels, 3, 3), "conv"), *bn("bn1", 64)]
+        for prefix, inplanes, planes, _stride, downsample in self._blocks():
+            specs += [ParamSpec(f"{prefix}.conv1.weight", (planes, inplanes, 3, 3), "conv"), *bn(f"{prefix}.bn1", planes)]
+            specs += [ParamSpec(f"{prefix}.conv2.weight", (planes, planes, 3, 3), "conv"), *bn(f"{prefix}.bn2", planes)]
+            if downsample:
+                specs += [
+                    ParamSpec(f"{prefix}.downsample.0.weight", (planes, inplanes, 1, 1), "conv"),
+                    *bn(f"{prefix}.downsample.1", planes),
+                ]
+        return specs
+
+    def forward(self, params: Params, x: Tensor, stats: Stats | None = None) -> tuple[Tensor, Stats]:
+        collected: Stats = {}
+        x = F.conv2d(x, params["conv1.weight"], stride=1, padding=1)
+        x = F.relu(batch_norm(x, "bn1", params, stats, collected))
+        for prefix, _inplanes, _planes, stride, downsample in self._blocks():
+            out = F.conv2d(x, params[f"{prefix}.conv1.weight"], stride=stride, padding=1)
+            out = F.relu(batch_norm(out, f"{prefix}.bn1", params, stats, collected))
+            out = F.conv2d(out, params[f"{prefix}.conv2.weight"], stride=1, padding=1)
+            out = batch_norm(out, f"{prefix}.bn2", params, stats, collected)
+            if downsample:
+                identity = F.conv2d(x, params[f"{prefix}.downsample.0.weight"], stride=stride)
+                identity = batch_norm(identity, f"{prefix}.downsample.1", params, stats, collected)
+            else:
+                identity = x
+            x = F.relu(out + identity)
+        x = F.adaptive_avg_pool2d(x, (1, 1)).flatten(1)
+        return x, (stats if stats is not None else collected)
+
+    def module(self) -> nn.Module:
+        return adapted_resnet(self.depth, self.in_channels)
+
+    def to_module(self, params: Params, stats: Stats) -> nn.Module:
+        """As ``Target.to_module``, without paying for torchvision's random init (~0.2 s for ResNet-18 on CPU).
+
+        The module is built on the meta device and every tensor is assigned from ``params``/``stats``
+        (strictly: a missing or extra name raises), so it lives on their device and dtype.
+        """
+        with torch.device("meta"):
+            module = self.module()
+        state = {k: v.detach().clone() for k, v in params.items()}
+        for name, (mean, var) in stats.items():
+            state[f"{name}.running_mean"] = mean.detach().clone()
+            state[f"{name}.running_var"] = var.detach().clone()
+            state[f"{name}.num_batches_tracked"] = torch.tensor(1, device=mean.device)
+        module.load_state_dict(state, strict=True, assign=True)
+        return module.eval()
+
+
+@register("resnet18")
+class ResNet18(ResNetTarget):
+    depth = 18
+
+
+@register("resnet34")
+class ResNet34(ResNetTarget):
+    depth = 34

@@ -1,0 +1,209 @@
+"""The ``pudnet`` command: train, predict, eval, bench, data. It parses arguments and calls the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = "fashion-convnet3"
+
+
+def _classes(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids, got {text!r}") from None
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", metavar="DIR", default=None,
+        help="Fashion-MNIST folder with the *-idx?-ubyte[.gz] files "
+        "(default: /usr/share/datasets/fashion-mnist from `apt-get install dataset-fashion-mnist`)",
+    )
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pudnet",
+        description="Predict the weights of a ConvNet for an unseen image dataset in one forward pass.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="meta-train a PudNet on sub-datasets of the training classes",
+        description="Meta-train a PudNet. Writes OUT/checkpoint.safetensors (model + JSON config), "
+        "OUT/train_state.safetensors (optimizer, for --resume) and OUT/metrics.jsonl.",
+    )
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics)")
+    train.add_argument("--steps", type=int, default=2000, help="meta-steps (default 2000)")
+    train.add_argument("--meta-batch", type=int, default=4, help="tasks per step (default 4)")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train-classes", type=_classes, default=[0, 1, 2, 3, 4, 5], metavar="IDS")
+    train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
+    train.add_argument(
+        "--model", default="{}", metavar="JSON",
+        help='PudNet config overrides, e.g. \'{"target": "resnet18", "weight_mode": "residual", '
+        '"use_ahru": false, "loss": "metric"}\' (see pudnet.PudNetConfig)',
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data(train)
+    _add_threads(train)
+
+    predict = commands.add_parser(
+        "predict", help="predict weights for a dataset and save them",
+        description="Predict the target network's weights for the images of --data (optionally only "
+        "--classes) and save its state dict (safetensors; torchvision names for ResNets).",
+    )
+    predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
+    predict.add_argument("--folder", metavar="DIR", help="an image folder (one subfolder per class) instead of --data")
+    predict.add_argument("--split", default="train", choices=["train", "test"])
+    predict.add_argument("--classes", type=_classes, default=None, metavar="IDS", help="keep only these classes")
+    predict.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
+    _add_data(predict)
+    _add_threads(predict)
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate on groups of unseen classes (the main job)",
+        description="The evaluation protocol on the unseen classes: per group a dataset of the unseen "
+        "classes (training split) to predict weights from, 10 labelled per class for centroids, and query "
+        "images from the test split. Prints mean top-1 ± 95%% CI for PudNet, PudNet with a foreign "
+        "(training-class) sketch, and a random-init ConvNet with centroids, plus the weight spread and "
+        "the median prediction time.",
+    )
+    evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
+    evaluate.add_argument("--groups", type=int, default=100, help="number of test groups (default 100)")
+    evaluate.add_argument("--classes", type=_classes, default=[6, 7, 8, 9], metavar="IDS")
+    evaluate.add_argument("--seed", type=int, default=20241)
+    evaluate.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data(evaluate)
+    _add_threads(evaluate)
+
+    bench = commands.add_parser("bench", help="benchmarks (prediction latency, kernels)")
+    bench.add_argument("what", choices=["predict", "kernels"], help="what to benchmark")
+    bench.add_argument("--repeats", type=int, default=20)
+    _add_threads(bench)
+
+    data = commands.add_parser("data", help="describe a dataset (images, shape, images per class)")
+    data.add_argument("--folder", metavar="DIR", help="an image folder instead of Fashion-MNIST")
+    data.add_argument("--split", default="train", choices=["train", "test"])
+    _add_data(data)
+    return parser
+
+
+def _load_data(args):
+    from . import datasets
+
+    if getattr(args, "folder", None):
+        return datasets.image_folder(args.folder)
+    store = datasets.fashion_mnist(args.split, args.data)
+    classes = getattr(args, "classes", None)
+    return store.of_classes(classes) if classes else store
+
+
+def cmd_train(args) -> None:
+    from .data import datasets
+    from .model.pudnet import PudNetConfig
+    from .train import TrainConfig, train
+
+    model_config = PudNetConfig.from_dict({**PudNetConfig().to_dict(), **json.loads(args.model)})
+    config = TrainConfig(
+        steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
+        train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
+        bf16=not args.no_bf16,
+    )
+    store = datasets.fashion_mnist("train", args.data)
+    train(model_config, config, args.out, resume=args.resume, store=store, progress=not args.quiet)
+    print(f"checkpoint: {Path(args.out) / 'checkpoint.safetensors'}")
+
+
+def cmd_predict(args) -> None:
+    from .checkpoint import atomic_save
+    from .model.pudnet import PudNet
+
+    net = PudNet.from_pretrained(args.checkpoint)
+    data = _load_data(args)
+    support = data.labelled(per_class=10) if net.config.sketch_support else None
+    model = net.predict(data, support=support)
+    state = {k: v for k, v in model.state_dict().items()}
+    atomic_save(state, args.out, {"format": "pudnet-predicted-v1", "target": net.config.target})
+    print(f"predicted {net.config.target} weights for {len(data)} images -> {args.out}")
+
+
+def cmd_eval(args) -> None:
+    from .data import datasets
+    from .evaluate import EvalConfig, Evaluator, format_report
+    from .model.pudnet import PudNet
+
+    net = PudNet.from_pretrained(args.checkpoint)
+    config = EvalConfig(groups=args.groups, classes=args.classes, seed=args.seed)
+    evaluator = Evaluator(datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data), config)
+    result = evaluator.run(net, progress=not args.quiet)
+    print(f"PudNet ({args.checkpoint}, target {net.config.target}) on unseen classes {args.classes}")
+    print(format_report(result, LABELS))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+LABELS = {
+    "pudnet": "PudNet, weights from the group's own dataset",
+    "pudnet_foreign_sketch": "PudNet, weights from a training-class dataset",
+    "random_init": "random-init ConvNet + centroids (floor)",
+}
+
+
+def cmd_bench(args) -> None:
+    if args.what == "kernels":
+        from .kernels.bench import run_kernel_bench
+
+        run_kernel_bench()
+    else:
+        from .bench import predict_latency
+
+        print(predict_latency(repeats=args.repeats))
+
+
+def cmd_data(args) -> None:
+    store = _load_data(args)
+    counts = {c: int((store.labels == c).sum()) for c in store.classes}
+    names = store.class_names
+    print(f"{store.source}: {len(store)} images of shape {list(store.shape)} (uint8)")
+    for c, n in counts.items():
+        print(f"  class {c:>3} {names.get(c, ''):<14} {n} images")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .checkpoint import CheckpointError
+    from .data.store import DataError
+    from .train import TrainingDiverged
+
+    try:
+        {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}[
+            args.command
+        ](args)
+    except (DataError, CheckpointError, TrainingDiverged, ValueError) as e:
+        print(f"pudnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pudnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The evaluation protocol: G groups of unseen classes, each a dataset to predict weights from, 10 labelled
+samples per class for centroids and disjoint query images; mean top-1 ± 95% CI and prediction latency.
+
+Every method is scored on the same groups. The target's BatchNorm statistics always come from the group's
+dataset (never from its queries).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data.episodes import EpisodeStream, TaskBatch
+from .data.sampler import EpisodeSpec
+from .data.store import ImageStore
+from .model.losses import centroids, cosine_logits
+from .model.pudnet import PudNet
+from .targets.base import Params, Target
+
+
+@dataclass
+class EvalConfig:
+    groups: int = 100
+    ways: int = 4
+    sketch: int = 100  # images per class in each group's dataset
+    support: int = 10  # of those, labelled per class (centroids)
+    query: int = 50  # per class, from the query store (the test split)
+    classes: list[int] = field(default_factory=lambda: [6, 7, 8, 9])
+    foreign_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    seed: int = 20241
+    spread_datasets: int = 10  # datasets per class set for the weight-spread figure
+
+    @property
+    def spec(self) -> EpisodeSpec:
+        return EpisodeSpec(self.ways, self.sketch, self.support, self.query)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval (1.96·std/√n)."""
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) < 2:
+        return float(array.mean()), math.nan
+    return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(len(array)))
+
+
+def accuracy_with(target: Target, params: Params, tasks: TaskBatch, index: int) -> float:
+    """Top-1 of the centroid classifier on task ``index``'s queries; BatchNorm statistics from its dataset."""
+    features, stats = target.forward(params, tasks.sketch[index])
+    support = features[tasks.support_positions]
+    query, _ = target.forward(params, tasks.query[index], stats)
+    logits = cosine_logits(query, centroids(support, tasks.labels("support"), tasks.spec.ways), 1.0)
+    return (logits.argmax(1) == tasks.labels("query")).float().mean().item()
+
+
+def flat_weights(params: Params) -> Tensor:
+    return torch.cat([p.flatten() for p in params.values()])
+
+
+def relative_spread(a: list[Tensor], b: list[Tensor] | None = None) -> float:
+    """Mean relative distance ‖w_i − w_j‖ / mean(‖w_i‖, ‖w_j‖) over pairs (within ``a``, or across a×b)."""
+    pairs = [(x, y) for i, x in enumerate(a) for y in (a[i + 1:] if b is None else b)]
+    return float(np.mean([(2 * (x - y).norm() / (x.norm() + y.norm())).item() for x, y in pairs]))
+
+
+class Evaluator:
+    def __init__(self, train_store: ImageStore, test_store: ImageStore, config: EvalConfig):
+        self.config = config
+        self.groups = EpisodeStream(train_store, config.classes, config.spec, config.seed, query_store=test_store)
+        foreign_spec = EpisodeSpec(config.ways, config.sketch, config.support, 0)
+        self.foreign = EpisodeStream(train_store, config.foreign_classes, foreign_spec, config.seed + 1)
+
+    def task(self, index: int) -> TaskBatch:
+        return self.groups.batch([index])
+
+    def predict(self, net: PudNet, tasks: TaskBatch) -> Params:
+        labels = tasks.sketch_labels[0] if net.config.sketch_support else None
+        params, _ = net.predict_params(tasks.sketch[0], labels)
+        return params
+
+    @torch.no_grad()
+    def run(self, net: PudNet, progress: bool = True, baselines: dict | None = None) -> dict:
+        """Scores of PudNet (own and foreign sketch), the random-init floor and any ``baselines``
+        (name → params-producing callable of the task batch) on the same groups."""
+        config, target = self.config, net.target
+        scores: dict[str, list[float]] = {"pudnet": [], "pudnet_foreign_sketch": [], "random_init": []}
+        scores.update({name: [] for name in baselines or {}})
+        seconds = []
+        generator = torch.Generator().manual_seed(config.seed)
+        for g in tqdm(range(config.groups), desc="evaluating groups", disable=not progress):
+            tasks = self.task(g)
+            started = time.perf_counter()
+            params = self.predict(net, tasks)
+            seconds.append(time.perf_counter() - started)
+            scores["pudnet"].append(accuracy_with(target, params, tasks, 0))
+            foreign = self.predict(net, self.foreign.batch([g]))
+            scores["pudnet_foreign_sketch"].append(accuracy_with(target, foreign, tasks, 0))
+            scores["random_init"].append(accuracy_with(target, target.random_params(generator), tasks, 0))
+            for name, make_params in (baselines or {}).items():
+                scores[name].append(accuracy_with(target, make_params(tasks), tasks, 0))
+        return self.summarise(net, scores, seconds)
+
+    def summarise(self, net: PudNet, scores: dict[str, list[float]], seconds: list[float]) -> dict:
+        result = {"groups": self.config.groups, "accuracy": {}, "scores": scores}
+        for name, values in scores.items():
+            mean, ci = mean_ci([100 * v for v in values])
+            result["accuracy"][name] = {"mean": mean, "ci95": ci}
+        diff = [100 * (a - b) for a, b in zip(scores["pudnet"], scores["pudnet_foreign_sketch"])]
+        mean, ci = mean_ci(diff)
+        result["own_minus_foreign"] = {"mean": mean, "ci95": ci}
+        result["median_prediction_s"] = statistics.median(seconds)
+        result["weight_spread"] = self.weight_spread(net)
+        return result
+
+    def weight_spread(self, net: PudNet) -> dict:
+        """Relative spread of predicted weights within and between datasets of different class sets."""
+        n = self.config.spread_datasets
+        unseen = [flat_weights(self.predict(net, self.task(g))) for g in range(n)]
+        train = [flat_weights(self.predict(net, self.foreign.batch([g]))) for g in range(n)]
+        return {
+            "within_unseen": relative_spread(unseen),
+            "within_train_classes": relative_spread(train),
+            "between": relative_spread(unseen, train),
+        }
+
+
+def format_report(result: dict, labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
+    lines = [f"{result['groups']} groups; top-1 % (± 95% CI)"]
+    for name, acc in result["accuracy"].items():
+        lines.append(f"  {labels.get(name, name):<44} {acc['mean']:6.2f} ± {acc['ci95']:.2f}")
+    d = result["own_minus_foreign"]
+    lines.append(f"  own sketch − foreign sketch (paired)            {d['mean']:+6.2f} ± {d['ci95']:.2f}")
+    s = result["weight_spread"]
+    lines.append(
+        "  relative spread of predicted weights: within unseen-class datasets "
+        f"{s['within_unseen']:.4f}, within training-class datasets {s['within_train_classes']:.4f}, "
+        f"between {s['between']:.4f}"
+    )
+    lines.append(f"  median prediction time: {1000 * result['median_prediction_s']:.1f} ms")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Per-layer weight generators G_l: Linear → reshape (H, k, k) → conv3x3 → LeakyReLU → 1×1 conv.
+
+Layers are grouped by kernel size ``k`` (3 for 3×3 convolutions, 1 for 1×1 convolutions and vectors) so
+that a group's parameters are stacked tensors and the hot path can run a group in one launch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..targets.base import ParamSpec
+from . import hotpath
+
+
+def kernel_size(spec: ParamSpec) -> int:
+    if spec.kind == "conv":
+        if spec.shape[2] != spec.shape[3]:
+            raise ValueError(f"{spec.name}: only square kernels are supported, got {spec.shape}")
+        return spec.shape[2]
+    return 1
+
+
+def rows(spec: ParamSpec) -> int:
+    """Output channels of the generator's last 1×1 convolution: the parameter reshaped to ``[rows, k, k]``."""
+    k = kernel_size(spec)
+    return spec.numel // (k * k)
+
+
+class GeneratorGroup(nn.Module):
+    """The generators of all layers sharing kernel size ``k``."""
+
+    def __init__(self, specs: list[ParamSpec], k: int, embedding_dim: int, hidden: int):
+        super().__init__()
+        count = len(specs)
+        self.k, self.hidden = k, hidden
+        self.lin_w = nn.Parameter(torch.randn(count, embedding_dim, hidden * k * k) / math.sqrt(embedding_dim))
+        self.lin_b = nn.Parameter(torch.zeros(count, hidden * k * k))
+        self.conv_w = nn.Parameter(torch.randn(count, hidden, hidden, 3, 3) * math.sqrt(2.0 / (hidden * 9)))
+        self.conv_b = nn.Parameter(torch.zeros(count, hidden))
+        self.out_w = nn.ParameterList(
+            nn.Parameter(torch.randn(rows(s), hidden) * self._out_std(s, hidden)) for s in specs
+        )
+        self.out_b = nn.ParameterList(nn.Parameter(torch.zeros(rows(s))) for s in specs)
+
+    @staticmethod
+    def _out_std(spec: ParamSpec, hidden: int) -> float:
+        # Matrices are standardised after generation; vectors (BatchNorm) start as small offsets.
+        return (1.0 if spec.is_matrix else 0.05) / math.sqrt(hidden)
+
+    def forward(self, codes: Tensor) -> list[Tensor]:
+        """``codes`` [B, L_group, E] → raw outputs ``[B, rows_l, k, k]`` per layer."""
+        return hotpath.generate(
+            codes, self.lin_w, self.lin_b, self.conv_w, self.conv_b, list(self.out_w), list(self.out_b), self.k
+        )
+
+
+class WeightGenerators(nn.Module):
+    """All generators of a target; maps per-layer codes to parameters of the exact shapes."""
+
+    def __init__(self, specs: list[ParamSpec], embedding_dim: int, hidden: int):
+        super().__init__()
+        self.specs = specs
+        sizes = sorted({kernel_size(s) for s in specs}, reverse=True)
+        self.group_layers = {k: [i for i, s in enumerate(specs) if kernel_size(s) == k] for k in sizes}
+        self.groups = nn.ModuleDict(
+            {f"k{k}": GeneratorGroup([specs[i] for i in idx], k, embedding_dim, hidden)
+             for k, idx in self.group_layers.items()}
+        )
+
+    def forward(self, codes: Tensor) -> list[Tensor]:
+        """``codes`` [B, L, E] (one per spec, in order) → raw tensors ``[B, *spec.shape]`` in spec order."""
+        raws: list[Tensor | None] = [None] * len(self.specs)
+        for k, layer_ids in self.group_layers.items():
+            index = torch.tensor(layer_ids, device=codes.device)
+            outputs = self.groups[f"k{k}"](codes.index_select(1, index))
+            for i, raw in zip(layer_ids, outputs):
+                raws[i] = raw.reshape(raw.shape[0], *self.specs[i].shape)
+        return raws

@@ -1,0 +1,75 @@
+"""Task losses: metric (cosine to class centroids), full-classification head, KL consistency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.episodes import TaskBatch
+from .pudnet import PudNet
+
+
+def centroids(features: Tensor, labels: Tensor, ways: int) -> Tensor:
+    """Mean feature of each class ``[ways, D]``."""
+    onehot = F.one_hot(labels, ways).to(features.dtype)
+    return (onehot.T @ features) / onehot.sum(0).unsqueeze(1)
+
+
+def cosine_logits(features: Tensor, centres: Tensor, tau: Tensor | float) -> Tensor:
+    return tau * F.normalize(features, dim=-1) @ F.normalize(centres, dim=-1).T
+
+
+@dataclass
+class TaskResult:
+    loss: Tensor
+    metric: Tensor
+    full: Tensor
+    kl: Tensor
+    accuracy: Tensor
+
+
+def task_losses(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int, global_ids: Tensor) -> TaskResult:
+    """Losses of task ``index`` of the meta-batch, with its predicted ``weights``.
+
+    The target's BatchNorm statistics come from the task's sketch images (the dataset the weights are
+    predicted for); the queries are normalised with them and never contribute to them.
+    ``global_ids`` maps an original class id to its index among all training classes.
+    """
+    spec, target = tasks.spec, net.target
+    params = net.params_of(weights, index)
+    sketch_features, stats = target.forward(params, tasks.sketch[index])
+    query_features, _ = target.forward(params, tasks.query[index], stats)
+    support = sketch_features[tasks.support_positions]
+    logits = cosine_logits(query_features, centroids(support, tasks.labels("support"), spec.ways), net.tau)
+    query_labels = tasks.labels("query")
+    metric = F.cross_entropy(logits, query_labels)
+    accuracy = (logits.argmax(1) == query_labels).float().mean()
+    zero = logits.new_zeros(())
+    full = kl = zero
+    if net.config.loss != "metric":
+        task_global = global_ids[tasks.classes[index]]
+        head_logits = net.head(query_features)
+        full = F.cross_entropy(head_logits, task_global[query_labels])
+        if net.config.loss == "full":
+            kl = metric_head_kl(logits, head_logits, task_global)
+    return TaskResult(metric + full + kl, metric, full, kl, accuracy)
+
+
+def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tensor) -> Tensor:
+    """KL(p_metric ‖ p_head), the metric probabilities zero-padded to all training classes."""
+    p_metric = metric_logits.softmax(-1)
+    log_p_metric = metric_logits.log_softmax(-1)
+    log_p_head = head_logits.log_softmax(-1)[:, task_global]
+    return (p_metric * (log_p_metric - log_p_head)).sum(-1).mean()
+
+
+def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor) -> TaskResult:
+    """Mean losses over the tasks of a meta-batch, their weights predicted in one forward pass."""
+    labels = tasks.sketch_labels if net.config.sketch_support else None
+    weights = net(tasks.sketch, labels)
+    results = [task_losses(net, weights, tasks, b, global_ids) for b in range(len(tasks.sketch))]
+    mean = lambda name: torch.stack([getattr(r, name) for r in results]).mean()  # noqa: E731
+    return TaskResult(*(mean(name) for name in ("loss", "metric", "full", "kl", "accuracy")))

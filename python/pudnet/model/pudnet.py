@@ -1,0 +1,219 @@
+"""The PudNet hypernetwork: dataset sketch → embedding → AHRU over the target's layers → per-layer weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.store import ImageStore
+from ..targets import Target, make_target
+from ..targets.base import Params, Stats
+from . import hotpath
+from .generators import WeightGenerators
+from .sketch import SketchEncoder
+
+WEIGHT_MODES = ("paper", "residual")
+LOSSES = ("full", "metric", "no_kl")
+
+
+@dataclass
+class PudNetConfig:
+    """Everything that fixes a PudNet's architecture (saved with every checkpoint)."""
+
+    target: str = "convnet3"
+    target_kwargs: dict = field(default_factory=lambda: {"in_channels": 1, "image_size": 28})
+    embedding_dim: int = 128
+    generator_hidden: int = 32
+    sketch_width: int = 32
+    sketch_dim: int = 256
+    alpha: float = 0.3  # initial residual connection r' = (1 - α) r + α e
+    use_ahru: bool = True  # ablation: False sends the embedding straight into every generator
+    weight_mode: str = "paper"  # "paper": W = G(r'); "residual": W = base + β·G(r'), β starting small
+    residual_init: float = 0.1
+    sketch_support: bool = False  # the sketch also sees class prototypes of the labelled samples
+    num_train_classes: int = 6  # the auxiliary full-classification head (training only)
+    loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
+    tau_init: float = 10.0
+    learn_tau: bool = True
+
+    def __post_init__(self):
+        if self.weight_mode not in WEIGHT_MODES:
+            raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PudNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PudNet config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class AHRU(nn.Module):
+    """Adaptive hyper recurrent unit: GRU-like gates, one step per target layer, shared weights."""
+
+    def __init__(self, dim: int, alpha: float):
+        super().__init__()
+        bound = 1.0 / math.sqrt(dim)
+        self.w_x = nn.Parameter(torch.empty(dim, 3 * dim).uniform_(-bound, bound))
+        self.w_h = nn.Parameter(torch.empty(dim, 3 * dim).uniform_(-bound, bound))
+        self.b_x = nn.Parameter(torch.zeros(3 * dim))
+        self.b_h = nn.Parameter(torch.zeros(3 * dim))
+        self.x0 = nn.Parameter(torch.randn(dim) * 0.1)
+        self.init_hidden = nn.Linear(dim, dim)
+        self.alpha = alpha
+
+    def forward(self, e: Tensor, steps: int) -> Tensor:
+        """``e`` [B, E] → ``r'`` for each of ``steps`` layers, ``[B, steps, E]``."""
+        h0 = torch.tanh(self.init_hidden(e))
+        return hotpath.ahru(e, h0, self.x0, self.w_x, self.w_h, self.b_x, self.b_h, self.alpha, steps)
+
+
+class PudNet(nn.Module):
+    """Predicts every parameter of ``config.target`` for a dataset in one forward pass."""
+
+    def __init__(self, config: PudNetConfig | None = None):
+        super().__init__()
+        self.config = config = config or PudNetConfig()
+        self.target: Target = make_target(config.target, **config.target_kwargs)
+        self.specs = self.target.specs()
+        in_channels = self.target.in_channels
+        self.sketch = SketchEncoder(in_channels, config.sketch_width, config.sketch_dim)
+        sketch_features = config.sketch_dim * (2 if config.sketch_support else 1)
+        self.embed = nn.Linear(sketch_features, config.embedding_dim)
+        self.ahru = AHRU(config.embedding_dim, config.alpha) if config.use_ahru else None
+        self.generators = WeightGenerators(self.specs, config.embedding_dim, config.generator_hidden)
+        if config.weight_mode == "residual":
+            base = self.target.random_params(torch.Generator().manual_seed(0))
+            self.base = nn.ParameterDict({_key(s.name): nn.Parameter(base[s.name]) for s in self.specs})
+            self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
+        self.head = nn.Linear(self.target.feature_dim, config.num_train_classes)
+        log_tau = torch.tensor(math.log(config.tau_init))
+        self.log_tau = nn.Parameter(log_tau) if config.learn_tau else nn.Buffer(log_tau)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, target: str | None = None) -> "PudNet":
+        """A shipped checkpoint by name (``pudnet.pretrained_names()``) or a checkpoint file, in eval mode."""
+        from ..checkpoint import load_checkpoint
+        from ..pretrained import path_of
+
+        net, _ = load_checkpoint(path_of(name_or_path), target)
+        return net
+
+    @property
+    def tau(self) -> Tensor:
+        return self.log_tau.exp()
+
+    def embedding(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The dataset embedding ``e_D`` [B, E] of B datasets ``images`` [B, N, C, H, W].
+
+        ``labels`` [B, N] (class index, −1 for unlabelled) is needed when ``config.sketch_support``.
+        """
+        if images.dim() != 5:
+            raise ValueError(f"images must be [datasets, images, C, H, W], got {list(images.shape)}")
+        features = self.sketch.per_image(images)
+        sketch = features.mean(dim=1)
+        if self.config.sketch_support:
+            if labels is None:
+                raise ValueError("this PudNet's sketch needs the labelled samples (labels) of each dataset")
+            sketch = torch.cat([sketch, _prototype_spread(features, labels)], dim=-1)
+        return self.embed(sketch)
+
+    def layer_codes(self, e: Tensor) -> Tensor:
+        """One conditioning vector ``r'_l`` per target parameter tensor, ``[B, L, E]``."""
+        if self.ahru is None:
+            return e.unsqueeze(1).expand(-1, len(self.specs), -1)
+        return self.ahru(e, len(self.specs))
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> list[Tensor]:
+        """Predicted parameters, one ``[B, *shape]`` tensor per spec of the target (in spec order)."""
+        raws = self.generators(self.layer_codes(self.embedding(images, labels)))
+        return [self._finalise(i, raw) for i, raw in enumerate(raws)]
+
+    def _finalise(self, i: int, raw: Tensor) -> Tensor:
+        spec = self.specs[i]
+        if spec.is_matrix:
+            flat = raw.flatten(1)
+            flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-5)
+            delta = flat.view_as(raw) * math.sqrt(2.0 / spec.fan_in)
+        else:
+            delta = raw
+        if self.config.weight_mode == "residual":
+            scale = self.residual_scale[i] if spec.is_matrix else 1.0
+            return self.base[_key(spec.name)].unsqueeze(0) + scale * delta
+        return delta + 1.0 if spec.kind == "bn_weight" else delta
+
+    @torch.no_grad()
+    def predict_params(self, images: Tensor, labels: Tensor | None = None) -> tuple[Params, Stats]:
+        """Parameters for one dataset ``images`` [N, C, H, W] (floats in [0, 1]) in one forward pass, and
+        the target's BatchNorm statistics on that dataset. ``labels`` [N]: class index, −1 if unlabelled."""
+        self._check_images(images)
+        weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
+        params = self.params_of(weights, 0)
+        _, stats = self.target.forward(params, images)
+        return params, stats
+
+    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None) -> nn.Module:
+        """A ready ``torch.nn.Module`` (eval mode) with weights predicted for ``data``.
+
+        ``data`` is an :class:`ImageStore` or images [N, C, H, W] (uint8, or floats in [0, 1]). A PudNet whose
+        sketch sees labelled samples needs ``support`` (e.g. ``data.labelled(per_class=10)``); its images
+        join the sketch with their labels.
+        """
+        images = _as_float_images(data)
+        labels = None
+        if self.config.sketch_support:
+            if support is None:
+                raise ValueError("this PudNet needs labelled samples: predict(data, support=data.labelled(10))")
+            classes = {c: i for i, c in enumerate(support.classes)}
+            images = torch.cat([images, support.tensor()])
+            labels = torch.cat([
+                torch.full((len(images) - len(support),), -1, dtype=torch.long),
+                torch.tensor([classes[int(c)] for c in support.labels]),
+            ])
+        params, stats = self.predict_params(images, labels)
+        return self.target.to_module(params, stats)
+
+    def _check_images(self, images: Tensor) -> None:
+        expected = self.target.in_channels
+        if images.dim() != 4 or images.shape[1] != expected:
+            raise ValueError(
+                f"images must be [N, {expected}, H, W] for this PudNet ({self.config.target}, "
+                f"{expected} channel(s)), got {list(images.shape)}"
+            )
+        if len(images) < 2:
+            raise ValueError(f"a dataset needs at least 2 images to sketch, got {len(images)}")
+
+    def params_of(self, weights: list[Tensor], index: int) -> Params:
+        """The parameter dict of dataset ``index`` of a meta-batch."""
+        return {spec.name: w[index] for spec, w in zip(self.specs, weights)}
+
+
+def _as_float_images(data: ImageStore | Tensor) -> Tensor:
+    if isinstance(data, ImageStore):
+        return data.tensor()
+    if not isinstance(data, Tensor):
+        raise TypeError(f"expected an ImageStore or a tensor of images, got {type(data).__name__}")
+    return data.float() / 255.0 if data.dtype == torch.uint8 else data.float()
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _prototype_spread(features: Tensor, labels: Tensor) -> Tensor:
+    """Per-dimension standard deviation of the class prototypes of the labelled samples, ``[B, D]``."""
+    classes = int(labels.max().item()) + 1
+    onehot = F.one_hot(labels.clamp(min=0), classes).float() * (labels >= 0).unsqueeze(-1).float()
+    counts = onehot.sum(1).clamp(min=1).unsqueeze(-1)  # [B, K, 1]
+    prototypes = onehot.transpose(1, 2) @ features / counts  # [B, K, D]
+    return prototypes.std(dim=1, unbiased=False)

@@ -1,0 +1,228 @@
+"""Targets: specs match the exported modules, functional forward == exported module, gradients flow."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torchvision
+
+from pudnet.targets import make_target, target_names
+from pudnet.targets.base import Target
+from pudnet.targets.resnet import adapted_resnet
+
+ALL = ["convnet3", "resnet18", "resnet34"]
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the machine's two cores are shared, and spinning OpenMP workers slow everyone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_params(name: str, in_channels: int, seed: int) -> dict[str, torch.Tensor]:
+    target = make_target(name, in_channels=in_channels)
+    g = torch.Generator().manual_seed(seed)
+    params = target.random_params(g)
+    for spec in target.specs():
+        if spec.kind == "bn_weight":
+            params[spec.name] = 1.0 + 0.2 * torch.randn(spec.shape, generator=g)
+        elif spec.kind == "bn_bias":
+            params[spec.name] = 0.1 * torch.randn(spec.shape, generator=g)
+    return params
+
+
+def _params(target: Target, seed: int = 0, requires_grad: bool = False) -> dict[str, torch.Tensor]:
+    """Random weights with non-trivial BatchNorm affine parameters (random_params has ones/zeros).
+
+    Cached per (target, channels, seed): random draws for ResNet-34's 21 M weights are a large part of
+    this file's run time. Fresh leaf tensors are returned when gradients are wanted.
+    """
+    params = _cached_params(target.name, target.in_channels, seed)
+    if requires_grad:
+        return {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    return dict(params)
+
+
+def _images(n: int, c: int, size: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, c, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _meta_module(target: Target) -> torch.nn.Module:
+    """The target's module without the cost of random init (names and shapes only)."""
+    with torch.device("meta"):
+        return target.module()
+
+
+def _state_params(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """State-dict entries that are parameters (no running statistics / num_batches_tracked)."""
+    skip = ("running_mean", "running_var", "num_batches_tracked")
+    return [(k, tuple(v.shape)) for k, v in module.state_dict().items() if not k.endswith(skip)]
+
+
+def test_registry():
+    assert set(ALL) <= set(target_names())
+    with pytest.raises(ValueError, match="unknown target"):
+        make_target("resnet50")
+    t = make_target("resnet18", in_channels=3, image_size=32)
+    assert (t.name, t.in_channels, t.image_size, t.feature_dim) == ("resnet18", 3, 32, 512)
+    cfg = t.config()
+    again = make_target(cfg["name"], **{k: v for k, v in cfg.items() if k != "name"})
+    assert again.config() == cfg and [s for s in again.specs()] == t.specs()
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_specs_match_module_state_dict(name, in_channels):
+    target = make_target(name, in_channels=in_channels)
+    specs = target.specs()
+    assert [(s.name, s.shape) for s in specs] == _state_params(_meta_module(target))
+    assert len({s.name for s in specs}) == len(specs)
+    for s in specs:
+        assert s.kind in ("conv", "bn_weight", "bn_bias")
+        assert (s.kind == "conv") == (len(s.shape) == 4)
+    assert not any(s.name.startswith("fc.") for s in specs)
+
+
+def test_resnet_spec_layout():
+    specs = make_target("resnet18").specs()
+    names = [s.name for s in specs]
+    assert names[:6] == [
+        "conv1.weight", "bn1.weight", "bn1.bias",
+        "layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias",
+    ]
+    assert "layer1.0.downsample.0.weight" not in names
+    for stage, planes in [(2, 128), (3, 256), (4, 512)]:
+        i = names.index(f"layer{stage}.0.downsample.0.weight")
+        assert specs[i].shape == (planes, planes // 2, 1, 1)
+        assert names[i + 1 : i + 3] == [f"layer{stage}.0.downsample.1.weight", f"layer{stage}.0.downsample.1.bias"]
+    assert specs[0].shape == (64, 1, 3, 3)
+    # parameter counts: torchvision's ResNet minus fc, with the 3x3 stem
+    n18 = sum(s.numel for s in specs)
+    n34 = sum(s.numel for s in make_target("resnet34").specs())
+    with torch.device("meta"):
+        assert n18 == sum(p.numel() for p in adapted_resnet(18, 1).parameters()) == 11_167_680
+        assert n34 == sum(p.numel() for p in adapted_resnet(34, 1).parameters()) == 21_275_840
+
+
+@pytest.mark.parametrize(
+    "name,in_channels,size",
+    [
+        ("convnet3", 1, 28),
+        ("convnet3", 3, 32),
+        ("resnet18", 1, 28),
+        ("resnet18", 3, 28),
+        ("resnet18", 1, 32),
+        ("resnet18", 3, 32),
+        ("resnet34", 3, 32),
+    ],
+)
+def test_exported_module_eval_matches_forward(name, in_channels, size):
+    target = make_target(name, in_channels=in_channels, image_size=size)
+    params = _params(target)
+    with torch.no_grad():
+        # statistics from the dataset the weights are for; the query batch is another one
+        _, stats = target.forward(params, _images(4, in_channels, size, seed=1), None)
+        assert set(stats) == {s.name[: -len(".weight")] for s in target.specs() if s.kind == "bn_weight"}
+        query = _images(2, in_channels, size, seed=2)
+        feats, used = target.forward(params, query, stats)
+        assert used is stats
+        assert feats.shape == (2, target.feature_dim)
+        module = target.to_module(params, stats)
+        assert not module.training
+        out = module(query)
+    assert (out - feats).abs().max().item() <= TOL
+    # stats given: each sample is processed independently of the rest of the batch (no query leakage;
+    # a leak would change features by O(1), float32 conv algorithms differ by batch size at ~1e-5)
+    with torch.no_grad():
+        single, _ = target.forward(params, query[:1], stats)
+    assert (single - feats[:1]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+def test_resnet_is_torchvision_and_state_dict_loads(name):
+    depth = int(name[len("resnet"):])
+    target = make_target(name, in_channels=3, image_size=32)
+    params = _params(target)
+    x = _images(4, 3, 32, seed=4)
+    with torch.no_grad():
+        _, stats = target.forward(params, x, None)
+        module = target.to_module(params, stats)
+    assert isinstance(module, torchvision.models.ResNet)
+    assert isinstance(module.fc, torch.nn.Identity) and isinstance(module.maxpool, torch.nn.Identity)
+    assert module.conv1.stride == (1, 1) and module.conv1.kernel_size == (3, 3) and module.conv1.bias is None
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in module.state_dict().values()
+               if p.is_floating_point())
+    assert module.conv1.weight.data_ptr() != params["conv1.weight"].data_ptr()  # a copy, not a view
+    # the saved state dict loads strictly into a fresh adapted torchvision ResNet and gives the same output
+    fresh = adapted_resnet(depth, in_channels=3)
+    fresh.load_state_dict(module.state_dict(), strict=True)
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), module(x))
+
+
+@pytest.mark.parametrize("name,in_channels,size", [("convnet3", 1, 28), ("resnet18", 1, 28), ("resnet34", 3, 32)])
+def test_forward_without_stats_matches_train_mode(name, in_channels, size):
+    target = make_target(name, in_channels=in_channels, image_size=size)
+    params = _params(target)
+    x = _images(4, in_channels, size, seed=6)
+    module = target.module()
+    module.load_state_dict(params, strict=False)
+    module.train()
+    with torch.no_grad():
+        feats, stats = target.forward(params, x, None)
+        out = module(x)
+    assert (out - feats).abs().max().item() <= TOL
+    # the statistics returned are the batch's: biased variance, as BatchNorm normalises with
+    mean, var = stats["bn1"]
+    h = torch.nn.functional.conv2d(x, params["conv1.weight"], padding=1)
+    assert torch.allclose(mean, h.mean((0, 2, 3)), atol=1e-6)
+    assert torch.allclose(var, h.var((0, 2, 3), unbiased=False), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_random_params_have_reasonable_scale(name):
+    target = make_target(name, in_channels=1, image_size=28)
+    params = target.random_params(torch.Generator().manual_seed(7))
+    assert [k for k in params] == [s.name for s in target.specs()]
+    with torch.no_grad():
+        _, stats = target.forward(params, _images(8, 1, 28, seed=8), None)
+        feats, _ = target.forward(params, _images(4, 1, 28, seed=9), stats)
+    assert torch.isfinite(feats).all()
+    assert 1e-2 <= feats.std().item() <= 1e2
+    # features differ between images (not collapsed to a constant)
+    assert (feats - feats.mean(0)).abs().max().item() > 1e-4
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradients_reach_every_param(name):
+    target = make_target(name, in_channels=1, image_size=28)
+    params = _params(target, requires_grad=True)
+    x = _images(4, 1, 28, seed=11)
+    feats, _ = target.forward(params, x, None)
+    proj = torch.randn(feats.shape[1], generator=torch.Generator().manual_seed(12))
+    (feats @ proj).square().mean().backward()
+    for spec in target.specs():
+        g = params[spec.name].grad
+        assert g is not None, spec.name
+        assert g.shape == spec.shape
+        assert torch.isfinite(g).all(), spec.name
+        assert g.abs().sum() > 0, spec.name
+
+
+def test_gradients_with_collected_stats():
+    """Meta-training: statistics collected on a sketch batch, reused on a query batch; grads reach all."""
+    target = make_target("resnet18", in_channels=1, image_size=28)
+    params = _params(target, requires_grad=True)
+    _, stats = target.forward(params, _images(4, 1, 28, seed=14), None)
+    feats, _ = target.forward(params, _images(2, 1, 28, seed=15), stats)
+    feats.square().mean().backward()
+    for name, p in params.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
