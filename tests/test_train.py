@@ -4,11 +4,15 @@ import pytest
 import torch
 
 from pudnet.model.pudnet import PudNetConfig
-from pudnet.train import CHECKPOINT, METRICS, TrainConfig, Trainer, TrainingDiverged, train
+from pudnet.checkpoint import load_checkpoint
+from pudnet.train import (
+    BEST, CHECKPOINT, METRICS, TrainConfig, Trainer, TrainingDiverged, holdout_split, train,
+)
 
 MODEL = PudNetConfig(embedding_dim=16, generator_hidden=4, sketch_width=4, sketch_dim=8,
                      target_kwargs={"in_channels": 1, "image_size": 28, "width": 8})
-CONFIG = dict(meta_batch=2, ways=3, sketch=6, support=2, query=3, checkpoint_every=2, log_every=1)
+CONFIG = dict(meta_batch=2, ways=3, sketch=6, support=2, query=3, checkpoint_every=2, log_every=1,
+              validate_every=0)
 
 
 def test_train_writes_metrics_and_checkpoints(tmp_path, small_fashion):
@@ -43,3 +47,31 @@ def test_missing_training_classes_are_reported(tmp_path, small_fashion):
     store = small_fashion.of_classes([0, 1, 2])
     with pytest.raises(ValueError, match=r"classes \[3, 4, 5\] have no images"):
         train(MODEL, TrainConfig(steps=1, **CONFIG), tmp_path, store=store, progress=False)
+
+
+def test_validation_uses_held_out_images_and_keeps_the_best(tmp_path, small_fashion):
+    config = TrainConfig(steps=2, **{**CONFIG, "validate_every": 1, "validation_groups": 3})
+    train(MODEL, config, tmp_path, store=small_fashion, progress=False)
+    records = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
+    validations = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in validations] == [1, 2]
+    assert all(0 <= r["val_accuracy"] <= 100 for r in validations)
+    _, extra = load_checkpoint(tmp_path / BEST)
+    assert extra["validation"]["val_accuracy"] == max(r["val_accuracy"] for r in validations)
+
+
+def test_holdout_split_is_disjoint(small_fashion):
+    train_part, sketch, query = holdout_split(small_fashion, [0, 1], 0.1)
+    assert len(sketch) == len(query) == 20
+    assert len(train_part) == 360
+    for part in (train_part, sketch, query):
+        assert set(part.classes) == {0, 1}
+    # the same images never appear in two parts
+    rows = lambda s: {img.tobytes() for img in s.images}  # noqa: E731
+    assert not rows(train_part) & rows(sketch) and not rows(sketch) & rows(query)
+
+
+def test_rotated_classes_enlarge_the_task_pool(tmp_path, small_fashion):
+    net = train(MODEL, TrainConfig(steps=1, rotated_classes=True, **CONFIG), tmp_path, store=small_fashion,
+                progress=False)
+    assert net.config.num_train_classes == 24

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-classes", type=_classes, default=[0, 1, 2, 3, 4, 5], metavar="IDS")
     train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS")
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    train.add_argument(
+        "--rotated-classes", action="store_true",
+        help="add 90/180/270-degree rotations of the training classes as extra classes (more varied tasks)",
+    )
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
         "--model", default="{}", metavar="JSON",
@@ -120,7 +124,7 @@ def cmd_train(args) -> None:
     config = TrainConfig(
         steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
         train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
-        bf16=not args.no_bf16,
+        bf16=not args.no_bf16, rotated_classes=args.rotated_classes,
     )
     store = datasets.fashion_mnist("train", args.data)
     train(model_config, config, args.out, resume=args.resume, store=store, progress=not args.quiet)

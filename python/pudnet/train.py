@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint, read_safetensors, save_checkpoint
 from .data import datasets
 from .data.episodes import EpisodeStream
+from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
-from .data.store import ImageStore
+from .data.store import ImageStore, with_rotated_classes
 from .model.losses import meta_batch_losses
 from .model.pudnet import PudNet, PudNetConfig
 
 CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"  # the checkpoint with the best validation accuracy so far
 TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
 
@@ -41,6 +44,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     threads: int | None = None
+    validate_every: int = 250  # 0: never; validation = held-out images of the training classes
+    validation_fraction: float = 0.1  # of each training class's images, never meta-trained on
+    validation_groups: int = 30
+    rotated_classes: bool = False  # add 90°/180°/270° rotations of the training classes as new classes
     bf16: bool = True  # autocast the convolutions to bfloat16 (AMX on recent x86 CPUs)
 
     @property
@@ -66,9 +73,50 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def holdout_split(store: ImageStore, classes: list[int], fraction: float) -> tuple[ImageStore, ImageStore, ImageStore]:
+    """(meta-training images, validation sketch images, validation query images): the last ``fraction`` of
+    each class's images (in file order) are held out and split alternately into sketch and query halves."""
+    train, sketch, query = [], [], []
+    for c in classes:
+        members = np.flatnonzero(store.labels == c)
+        held = int(len(members) * fraction)
+        train.append(members[: len(members) - held])
+        sketch.append(members[len(members) - held :: 2][: (held + 1) // 2])
+        query.append(members[len(members) - held + 1 :: 2])
+    return tuple(store.subset(np.sort(np.concatenate(part))) for part in (train, sketch, query))
+
+
+class Validator:
+    """Validation on held-out images of the training classes: 3-way groups, own vs foreign sketch."""
+
+    def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig):
+        classes = train.train_classes
+        config = EvalConfig(
+            groups=train.validation_groups, ways=min(3, len(classes)), sketch=train.sketch, support=train.support,
+            query=train.query, classes=classes, foreign_classes=classes, seed=train.seed + 7919, spread_datasets=4,
+        )
+        self.evaluator = Evaluator(sketch, query, config)
+
+    def __call__(self, net: PudNet) -> dict:
+        result = self.evaluator.run(net, progress=False)
+        acc = result["accuracy"]
+        return {
+            "val_accuracy": acc["pudnet"]["mean"], "val_ci95": acc["pudnet"]["ci95"],
+            "val_foreign_sketch": acc["pudnet_foreign_sketch"]["mean"],
+            "val_own_minus_foreign": result["own_minus_foreign"]["mean"],
+            "val_own_minus_foreign_ci95": result["own_minus_foreign"]["ci95"],
+            "val_random_init": acc["random_init"]["mean"],
+            "val_weight_spread_between": result["weight_spread"]["between"],
+        }
+
+
 class Trainer:
-    def __init__(self, net: PudNet, config: TrainConfig, out_dir: str | Path, store: ImageStore):
+    def __init__(
+        self, net: PudNet, config: TrainConfig, out_dir: str | Path, store: ImageStore,
+        validator: Validator | None = None,
+    ):
         self.net, self.config, self.out_dir = net, config, Path(out_dir)
+        self.validator, self.best = validator, -1.0
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         self.stream = EpisodeStream(store, config.train_classes, config.spec, config.seed)
@@ -90,6 +138,9 @@ class Trainer:
         tensors, meta = read_safetensors(self.out_dir / TRAIN_STATE)
         restore_optimizer(self.optimizer, tensors, json.loads(meta["param_groups"]))
         self.step = json.loads(meta["step"])
+        if (self.out_dir / BEST).exists():
+            _, best = load_checkpoint(self.out_dir / BEST)
+            self.best = best["validation"]["val_accuracy"]
 
     def train_step(self) -> dict:
         first = self.step * self.config.meta_batch
@@ -106,6 +157,14 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return {name: getattr(result, name).item() for name in ("loss", "metric", "full", "kl", "accuracy")}
+
+    def validate(self, log) -> None:
+        record = {"step": self.step, **self.validator(self.net)}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if record["val_accuracy"] > self.best:
+            self.best = record["val_accuracy"]
+            save_checkpoint(self.net, self.out_dir / BEST, step=self.step, validation=record)
 
     def run(self, progress: bool = True) -> None:
         config = self.config
@@ -125,6 +184,8 @@ class Trainer:
                     window = []
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                     self.save()
+                if self.validator and (self.step % config.validate_every == 0 or self.step == config.steps):
+                    self.validate(log)
         bar.close()
 
 
@@ -140,8 +201,18 @@ def train(
     missing = sorted(set(config.train_classes) - set(store.classes))
     if missing:
         raise ValueError(f"{store.source}: training classes {missing} have no images")
+    validator = None
+    if config.validate_every:
+        store, val_sketch, val_query = holdout_split(store, config.train_classes, config.validation_fraction)
+        validator = Validator(val_sketch, val_query, config)
+    if config.rotated_classes:
+        store, classes = with_rotated_classes(store, config.train_classes)
+        config = replace(config, train_classes=classes, rotated_classes=False)
+        model_config = replace(model_config, num_train_classes=len(classes))
+    elif model_config.num_train_classes != len(config.train_classes):
+        model_config = replace(model_config, num_train_classes=len(config.train_classes))
     net = PudNet(model_config)
-    trainer = Trainer(net, config, out_dir, store)
+    trainer = Trainer(net, config, out_dir, store, validator)
     if resume:
         trainer.resume()
     trainer.run(progress)

@@ -17,6 +17,9 @@ pub mod idx;
 pub mod pool;
 pub mod sampler;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 

@@ -68,3 +68,16 @@ class ImageStore:
                 )
             chosen += rng.choose(members, per_class)
         return self.subset(np.asarray(chosen, dtype=np.int64))
+
+
+def with_rotated_classes(store: ImageStore, classes: list[int], turns: tuple[int, ...] = (1, 2, 3)) -> tuple[ImageStore, list[int]]:
+    """``store`` plus, for every class ``c`` in ``classes`` and quarter-turn count ``t``, its images rotated by
+    ``t``·90° as a new class ``c + 1000·t`` — more distinct classes, hence more varied tasks, for meta-training.
+    Returns the enlarged store and the enlarged class list."""
+    keep = np.flatnonzero(np.isin(store.labels, classes))
+    images, labels = [store.images], [store.labels]
+    for t in turns:
+        images.append(np.rot90(store.images[keep], k=t, axes=(2, 3)))
+        labels.append(store.labels[keep] + 1000 * t)
+    enlarged = ImageStore(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), store.source)
+    return enlarged, sorted(classes) + [c + 1000 * t for t in turns for c in sorted(classes)]

@@ -23,8 +23,24 @@ def use_triton(flag: bool | None) -> None:
     _FORCE = flag
 
 
+_HAVE_TRITON: bool | None = None
+
+
+def _triton_installed() -> bool:
+    global _HAVE_TRITON
+    if _HAVE_TRITON is None:
+        import importlib.util
+
+        _HAVE_TRITON = importlib.util.find_spec("triton") is not None
+    return _HAVE_TRITON
+
+
 def _wants_triton(t: Tensor) -> bool:
-    return _FORCE if _FORCE is not None else t.is_cuda
+    """Forced switch first; else CUDA tensors in a dtype the kernels compute (fp32 inside; fp64 stays eager)
+    when triton is installed."""
+    if _FORCE is not None:
+        return _FORCE
+    return t.is_cuda and t.dtype != torch.float64 and _triton_installed()
 
 
 def ahru_eager(

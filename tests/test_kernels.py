@@ -1,0 +1,259 @@
+"""Triton hot path (pudnet.kernels) against the eager reference computed in float64.
+
+On a machine without a GPU the kernels run on CPU tensors in Triton's interpreter: TRITON_INTERPRET=1 is set
+here before anything below imports triton's kernels (a kernel module imported earlier without it is
+reloaded). With a GPU (and TRITON_INTERPRET unset) the same tests run the compiled kernels on CUDA tensors.
+
+Every run draws fresh random inputs (seed from os.urandom, printed in every failure message; set
+PUDNET_TEST_SEED to replay one), and every buffer the launchers allocate is poisoned with NaN, so an element a
+kernel forgets to write fails the comparison. Criterion: ‖out − ref‖ / ‖ref‖ ≤ 1e-5 for outputs and for the
+gradients of every input.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+if not ON_GPU:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import importlib  # noqa: E402
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pudnet.kernels import _common  # noqa: E402 (no triton import)
+from pudnet.model import hotpath  # noqa: E402
+
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+TOL = 1e-5
+
+
+def _kernel_modules():
+    """The kernel modules, decorated for the interpreter when on CPU (reloaded if imported without it)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    mods = [importlib.import_module("pudnet.kernels.ahru"), importlib.import_module("pudnet.kernels.generators")]
+    for i, mod in enumerate(mods):
+        probe = mod._ahru_fwd_kernel if i == 0 else mod._gen_out_fwd_kernel
+        if isinstance(probe, InterpretedFunction) != (not ON_GPU):
+            mods[i] = importlib.reload(mod)
+    return mods
+
+
+kahru, kgen = _kernel_modules()
+
+
+@pytest.fixture(autouse=True)
+def _poison_and_reset():
+    torch.set_num_threads(1)  # two shared cores: no spinning OpenMP workers
+    _common.POISON = True
+    kahru.OVERRIDE.clear()
+    kgen.OVERRIDE.clear()
+    force = hotpath._FORCE
+    yield
+    _common.POISON = False
+    kahru.OVERRIDE.clear()
+    kgen.OVERRIDE.clear()
+    hotpath._FORCE = force
+
+
+@pytest.fixture
+def seed() -> int:
+    value = int(os.environ.get("PUDNET_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+    print(f"seed={value} (replay with PUDNET_TEST_SEED={value})")
+    return value
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    if not torch.isfinite(out).all():
+        return float("inf")  # an unwritten (poisoned) or overflowing element
+    denom = ref.norm().item()
+    return (out - ref).norm().item() / (denom if denom > 0 else 1.0)
+
+
+def check(name: str, out: torch.Tensor, ref: torch.Tensor, seed: int, tol: float = TOL) -> None:
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)} (seed={seed})"
+    err = rel_err(out, ref)
+    assert err <= tol, f"{name}: relative error {err:.3e} > {tol:g} (seed={seed})"
+
+
+def leaves(tensors, dtype, device=DEVICE):
+    return [t.to(device=device, dtype=dtype).detach().requires_grad_() for t in tensors]
+
+
+# ------------------------------------------------------------------------------------------------------ AHRU
+
+
+def ahru_inputs(batch: int, emb: int, gen: torch.Generator):
+    scale = emb ** -0.5
+    return [
+        torch.randn(batch, emb, generator=gen),  # e
+        torch.randn(batch, emb, generator=gen).tanh(),  # h0
+        0.5 * torch.randn(emb, generator=gen),  # x0
+        2 * scale * torch.randn(emb, 3 * emb, generator=gen),  # w_x
+        2 * scale * torch.randn(emb, 3 * emb, generator=gen),  # w_h
+        0.3 * torch.randn(3 * emb, generator=gen),  # b_x
+        0.3 * torch.randn(3 * emb, generator=gen),  # b_h
+    ]
+
+
+AHRU_CASES = {
+    # ResNet-34's ~36 steps, meta-batch 1, an embedding that is not a power of two
+    "B1-E100-L36": dict(batch=1, emb=100, steps=36, override={}),
+    # two programs (17 rows, 16 per program), several masked chunks of E, the tl.dot path
+    "B17-E40-L5-chunks": dict(batch=17, emb=40, steps=5, override=dict(BLOCK_N=16, BLOCK_K=16, WGRAD_BLOCK=16)),
+    # meta-batch > 1 below 16 rows: the broadcast-product path the GPU takes for small batches, odd E = 24
+    "B3-E24-L9-broadcast": dict(batch=3, emb=24, steps=9, override=dict(USE_DOT=False, BLOCK_N=16, BLOCK_K=16)),
+}
+
+
+@pytest.mark.parametrize("case", list(AHRU_CASES))
+def test_ahru_matches_float64_eager(case, seed):
+    spec = AHRU_CASES[case]
+    kahru.OVERRIDE.update(spec["override"])
+    gen = torch.Generator().manual_seed(seed)
+    alpha = random.Random(seed).uniform(0.05, 0.95)
+    inputs = ahru_inputs(spec["batch"], spec["emb"], gen)
+    grad_out = torch.randn(spec["batch"], spec["steps"], spec["emb"], generator=gen)
+
+    ours = leaves(inputs, torch.float32)
+    out = kahru.ahru_triton(*ours, alpha, spec["steps"])
+    out.backward(grad_out.to(DEVICE))
+    ref_in = leaves(inputs, torch.float64, device="cpu")
+    ref = hotpath.ahru_eager(*ref_in, alpha, spec["steps"])
+    ref.backward(grad_out.double())
+
+    check(f"{case} r'", out, ref, seed)
+    for name, a, b in zip(["e", "h0", "x0", "w_x", "w_h", "b_x", "b_h"], ours, ref_in):
+        check(f"{case} d{name}", a.grad, b.grad, seed)
+
+
+# ------------------------------------------------------------------------------------------------ generators
+
+
+def generator_inputs(batch: int, layers: int, emb: int, hidden: int, k: int, sizes, gen: torch.Generator):
+    kk = k * k
+    stacked = [
+        torch.randn(batch, layers, emb, generator=gen),  # codes
+        torch.randn(layers, emb, hidden * kk, generator=gen) / emb ** 0.5,  # lin_w
+        0.1 * torch.randn(layers, hidden * kk, generator=gen),  # lin_b
+        torch.randn(layers, hidden, hidden, 3, 3, generator=gen) / (3 * hidden ** 0.5),  # conv_w
+        0.1 * torch.randn(layers, hidden, generator=gen),  # conv_b
+    ]
+    out_w = [torch.randn(o, hidden, generator=gen) / hidden ** 0.5 for o in sizes]
+    out_b = [0.1 * torch.randn(o, generator=gen) for o in sizes]
+    return stacked, out_w, out_b
+
+
+GEN_CASES = {
+    # ResNet-34's 36 convolution generators in one group, meta-batch 1, E = 100, H = 24
+    "resnet34-like-B1-L36-k3": dict(batch=1, layers=36, emb=100, hidden=24, k=3, sizes="random36", override={}),
+    # BatchNorm-style vectors (k = 1) incl. a 1-row layer, several tiles per layer, meta-batch 3
+    "B3-L7-k1-tiles": dict(batch=3, layers=7, emb=40, hidden=24, k=1, sizes=[64, 1, 130, 64, 33, 7, 200],
+                           override=dict(BLOCK_O=16, SUB=2)),
+    # several column chunks (B·KK = 18 > 16), row chunks in the conv, small E/J blocks, strided codes
+    "B2-L3-k3-chunks-strided": dict(batch=2, layers=3, emb=20, hidden=16, k=3, sizes=[40, 3, 100],
+                                    override=dict(BLOCK_O=16, SUB=2, BLOCK_N=16, BLOCK_J=32, BLOCK_E=16,
+                                                  BLOCK_R=16), strided=True),
+    # a 7×7 stem convolution (ResNet conv1), H = 8 padded to 16
+    "B2-L2-k7": dict(batch=2, layers=2, emb=20, hidden=8, k=7, sizes=[10, 33], override=dict(BLOCK_O=16)),
+}
+
+
+@pytest.mark.parametrize("case", list(GEN_CASES))
+def test_generators_match_float64_eager(case, seed):
+    spec = GEN_CASES[case]
+    kgen.OVERRIDE.update(spec["override"])
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 80) for _ in range(36)] if spec["sizes"] == "random36" else spec["sizes"]
+    k = spec["k"]
+    stacked, out_w, out_b = generator_inputs(spec["batch"], spec["layers"], spec["emb"], spec["hidden"], k,
+                                             sizes, gen)
+    grads_out = [torch.randn(spec["batch"], o, k, k, generator=gen) for o in sizes]
+
+    ours = leaves(stacked, torch.float32)
+    ours_w, ours_b = leaves(out_w, torch.float32), leaves(out_b, torch.float32)
+    codes = ours[0]
+    if spec.get("strided"):  # the layers' codes as a strided view of a larger tensor
+        wide = torch.zeros(spec["batch"], 2 * spec["layers"], spec["emb"], device=DEVICE)
+        wide = wide.index_copy(1, torch.arange(0, 2 * spec["layers"], 2, device=DEVICE), codes)
+        codes = wide[:, ::2]
+        assert not codes.is_contiguous()
+    outs = kgen.generate_triton(codes, *ours[1:], ours_w, ours_b, k)
+    torch.autograd.backward(outs, [g.to(DEVICE) for g in grads_out])
+
+    ref_in = leaves(stacked, torch.float64, device="cpu")
+    ref_w, ref_b = leaves(out_w, torch.float64, device="cpu"), leaves(out_b, torch.float64, device="cpu")
+    refs = hotpath.generate_eager(*ref_in, ref_w, ref_b, k)
+    torch.autograd.backward(refs, [g.double() for g in grads_out])
+
+    assert len(outs) == len(refs)
+    for layer, (out, ref) in enumerate(zip(outs, refs)):
+        check(f"{case} raw[{layer}]", out, ref, seed)
+    for name, a, b in zip(["codes", "lin_w", "lin_b", "conv_w", "conv_b"], ours, ref_in):
+        check(f"{case} d{name}", a.grad, b.grad, seed)
+    for layer in range(len(sizes)):
+        check(f"{case} d out_w[{layer}]", ours_w[layer].grad, ref_w[layer].grad, seed)
+        check(f"{case} d out_b[{layer}]", ours_b[layer].grad, ref_b[layer].grad, seed)
+
+
+# ---------------------------------------------------------------------------------- dispatch and launch counts
+
+
+def test_forced_triton_dispatch_matches_eager_and_fuses(seed):
+    """use_triton(True) routes hotpath.ahru / hotpath.generate to the kernels: same numbers as eager, and the
+    launch counts of the fused path (AHRU 1 forward + 2 backward; a generator group 2 + 2), whatever L is."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, emb, hidden, steps, k = 2, 24, 16, 11, 3
+    sizes = [random.Random(seed).randint(1, 40) for _ in range(steps)]
+    ahru_in = ahru_inputs(batch, emb, gen)
+    stacked, out_w, out_b = generator_inputs(batch, steps, emb, hidden, k, sizes, gen)
+    results = {}
+    for mode in (False, True):
+        hotpath.use_triton(mode)
+        a_in = leaves(ahru_in, torch.float32)
+        g_in = leaves(stacked, torch.float32)
+        g_w, g_b = leaves(out_w, torch.float32), leaves(out_b, torch.float32)
+        with _common.count_launches() as fwd:
+            r = hotpath.ahru(*a_in, 0.3, steps)
+            raws = hotpath.generate(r, *g_in[1:], g_w, g_b, k)
+        loss = sum((raw * raw).sum() for raw in raws) + r.sum()
+        with _common.count_launches() as bwd:
+            loss.backward()
+        grads = [t.grad for t in a_in + g_in[1:] + g_w + g_b]
+        results[mode] = (r, raws, grads, dict(fwd), dict(bwd))
+
+    r_e, raws_e, grads_e, fwd_e, bwd_e = results[False]
+    r_t, raws_t, grads_t, fwd_t, bwd_t = results[True]
+    assert fwd_e == {} and bwd_e == {}, "eager mode launched Triton kernels"
+    assert fwd_t == {"_ahru_fwd_kernel": 1, "_gen_hidden_fwd_kernel": 1, "_gen_out_fwd_kernel": 1}
+    assert bwd_t == {"_ahru_bwd_kernel": 1, "_ahru_wgrad_kernel": 1, "_gen_out_bwd_kernel": 1,
+                     "_gen_hidden_bwd_kernel": 1}
+    check("dispatch r'", r_t, r_e, seed)
+    for i, (a, b) in enumerate(zip(raws_t, raws_e)):
+        check(f"dispatch raw[{i}]", a, b, seed)
+    for i, (a, b) in enumerate(zip(grads_t, grads_e)):
+        check(f"dispatch grad[{i}]", a, b, seed)
+
+
+def test_device_dispatch_default():
+    """Without a forced switch, CPU tensors take the eager path (no launch); CUDA tensors the Triton path."""
+    hotpath.use_triton(None)
+    gen = torch.Generator().manual_seed(0)
+    inputs = [t.to(DEVICE) for t in ahru_inputs(2, 16, gen)]
+    with _common.count_launches() as launches:
+        hotpath.ahru(*inputs, 0.3, 3)
+    assert sum(launches.values()) == (1 if DEVICE.type == "cuda" else 0)
+
+
+def test_poison_marks_unwritten_elements():
+    """The poison hook itself: a launcher buffer is NaN until written, and rel_err flags it."""
+    buf = _common.buffer((3, 4), DEVICE)
+    assert torch.isnan(buf).all()
+    assert rel_err(buf, torch.ones(3, 4)) == float("inf")
