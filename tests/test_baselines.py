@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pudnet.baselines import (
-    FixedBaseline, ScratchBaseline, ScratchConfig, centralise_gradients, default_target, evaluate_baselines,
+    ScratchBaseline, ScratchConfig, Validation, centralise_gradients, default_target, evaluate_baselines,
     load_baseline, load_baselines, save_baseline, scratch_baselines, shipped_path, split_train_val,
     train_baseline,
 )
@@ -17,7 +17,7 @@ from pudnet.data.sampler import EpisodeSpec
 from pudnet.evaluate import EvalConfig, Evaluator, accuracy_with
 from pudnet.targets import make_target
 
-TINY_VAL = dict(val_groups=2, val_sketch=12, val_query=6)
+TINY_VAL = dict(val_groups=1, val_sketch=12, val_query=6)
 
 
 def assert_spec_shapes(params, target):
@@ -47,9 +47,9 @@ def test_pretrained_trains_saves_and_loads(tmp_path, small_fashion):
     target = default_target()
     out = tmp_path / "pre.safetensors"
     params, info = train_baseline("pretrained", out, store=small_fashion, progress=False, epochs=1,
-                                  max_images=128, batch_size=64, evals_per_epoch=1, **TINY_VAL)
+                                  max_images=64, batch_size=32, evals_per_epoch=1, **TINY_VAL)
     assert_spec_shapes(params, target)
-    assert info["train_images"] == 128 and 0 < info["val_acc"] <= 1
+    assert info["train_images"] == 64 and 0 < info["val_acc"] <= 1
     loaded, meta = load_baseline(out, target, "pretrained")
     assert meta["baseline"] == "pretrained" and "command" in meta and "train" in meta
     for name in params:
@@ -61,10 +61,10 @@ def test_protonet_trains_and_changes_the_weights(distance, small_fashion):
     target = default_target()
     torch.manual_seed(0)
     init = {k: v.clone() for k, v in target.module().state_dict().items()}  # seed 0: the same init
-    params, info = train_baseline("protonet", None, store=small_fashion, progress=False, steps=2, val_every=2,
+    params, info = train_baseline("protonet", None, store=small_fashion, progress=False, steps=1, val_every=1,
                                   distance=distance, sketch=12, support=4, query=4, **TINY_VAL)
     assert_spec_shapes(params, target)
-    assert info["selected_step"] == 2 and len(info["history"]) == 1
+    assert info["selected_step"] == 1 and len(info["history"]) == 1
     assert not torch.equal(params["conv1.weight"], init["conv1.weight"])
 
 
@@ -109,20 +109,29 @@ def test_gradient_centralisation_zeroes_the_mean_over_inputs():
     torch.testing.assert_close(b.grad, before)  # vectors untouched
 
 
-def test_shipped_weights_beat_the_random_init_floor(fashion_train, fashion_test):
+def test_shipped_weights_load_and_beat_the_floor(fashion_train, fashion_test):
+    """On held-out images of the training classes both shipped baselines are far above a random-init
+    ConvNet-3 (~92% / ~89% vs ~78%). On the unseen classes 6-9 the random-init floor is itself ~89-90% and
+    the gaps are a few points at most (benchmarks/NOTES.md, "## Baselines", 100 groups), which 5 groups
+    cannot resolve: there every method must only score far above chance."""
     target = default_target()
     assert shipped_path("pretrained").is_file() and shipped_path("protonet").is_file()
     baselines = load_baselines(target)
-    for name in ("pretrained", "protonet"):
-        assert_spec_shapes(baselines[name](None), target)
-        assert baselines[name].metadata["baseline"] == name
-    result = evaluate_baselines(
-        {k: baselines[k] for k in ("pretrained", "protonet")}, EvalConfig(groups=5), fashion_train, fashion_test,
-        target, progress=False,
-    )
-    floor = result["accuracy"]["random_init"]["mean"]
-    for name in ("pretrained", "protonet"):
-        assert result["accuracy"][name]["mean"] > floor + 2, result["accuracy"]
+    fixed = {k: baselines[k] for k in ("pretrained", "protonet")}
+    for name, baseline in fixed.items():
+        assert_spec_shapes(baseline(None), target)
+        assert baseline.metadata["baseline"] == name
+    _, val = split_train_val(fashion_train, [0, 1, 2, 3, 4, 5])
+    validation = Validation(val, [0, 1, 2, 3, 4, 5], groups=4, spec=EpisodeSpec(4, 50, 10, 20))
+    floor = validation.score(target, target.random_params(torch.Generator().manual_seed(0)))
+    for name, baseline in fixed.items():
+        assert validation.score(target, baseline.params) > floor + 0.05, name
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = evaluate_baselines(fixed, EvalConfig(groups=5, sketch=50, query=20), fashion_train,
+                                    fashion_test, target, progress=False)
+    acc = result["accuracy"]
+    for name in ("random_init", "pretrained", "protonet"):
+        assert acc[name]["mean"] > 75, acc  # 4-way chance is 25%
 
 
 def test_baselines_plug_into_the_evaluator(small_fashion, fashion_test):
@@ -144,8 +153,10 @@ def test_baselines_plug_into_the_evaluator(small_fashion, fashion_test):
 def test_weight_files_are_checked(tmp_path):
     with pytest.raises(CheckpointError, match="target"):
         load_baseline(shipped_path("pretrained"), make_target("convnet3", in_channels=1, image_size=28, width=32))
-    with pytest.raises(FileNotFoundError, match="python -m pudnet.baselines train"):
+    with pytest.raises(CheckpointError, match="train_baseline"):
         load_baselines(make_target("convnet3", in_channels=3, image_size=32))
+    with pytest.raises(FileNotFoundError, match="python -m pudnet.baselines train"):
+        load_baselines(weights_dir=tmp_path)
     other = tmp_path / "other.safetensors"
     atomic_save({"x": torch.zeros(2)}, other, {"format": "something-else"})
     with pytest.raises(CheckpointError, match="not a pudnet baseline"):

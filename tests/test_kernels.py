@@ -13,12 +13,20 @@ gradients of every input.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
+    if "triton" in sys.modules:  # triton decorates its standard library when imported: too late to switch
+        from triton.language import standard as _std
+        from triton.runtime.interpreter import InterpretedFunction as _Interpreted
+
+        if not isinstance(_std.zeros, _Interpreted):
+            raise RuntimeError("triton was imported before TRITON_INTERPRET=1 was set; set it first "
+                               "(tests/conftest.py does, before importing anything that imports triton)")
 
 import importlib  # noqa: E402
 import random  # noqa: E402
@@ -155,11 +163,11 @@ GEN_CASES = {
     "resnet34-like-B1-L36-k3": dict(batch=1, layers=36, emb=100, hidden=24, k=3, sizes="random36", override={}),
     # BatchNorm-style vectors (k = 1) incl. a 1-row layer, several tiles per layer, meta-batch 3
     "B3-L7-k1-tiles": dict(batch=3, layers=7, emb=40, hidden=24, k=1, sizes=[64, 1, 130, 64, 33, 7, 200],
-                           override=dict(BLOCK_O=16, SUB=2)),
+                           override=dict(ROWS=32, BLOCK_O=16, BLOCK_O_BWD=8)),
     # several column chunks (B·KK = 18 > 16), row chunks in the conv, small E/J blocks, strided codes
     "B2-L3-k3-chunks-strided": dict(batch=2, layers=3, emb=20, hidden=16, k=3, sizes=[40, 3, 100],
-                                    override=dict(BLOCK_O=16, SUB=2, BLOCK_N=16, BLOCK_J=32, BLOCK_E=16,
-                                                  BLOCK_R=16), strided=True),
+                                    override=dict(ROWS=32, BLOCK_O=16, BLOCK_O_BWD=32, BLOCK_N=16, BLOCK_J=32,
+                                                  BLOCK_E=16, BLOCK_R=16), strided=True),
     # a 7×7 stem convolution (ResNet conv1), H = 8 padded to 16
     "B2-L2-k7": dict(batch=2, layers=2, emb=20, hidden=8, k=7, sizes=[10, 33], override=dict(BLOCK_O=16)),
 }

@@ -245,3 +245,14 @@ def test_seed_and_index_are_taken_modulo_2_64(fashion):
     b = native.Sampler(fashion.labels, range(10), spec, MASK64).episode(MASK64 - 2)
     assert_same_episode(a, b)
     assert_same_episode(a, sample_episode(fashion.labels, range(10), spec, -1, -3))
+
+
+def test_sampler_pickles(fashion):
+    import pickle
+
+    spec = EpisodeSpec(4, 10, 2, 3)
+    for use_native in (True, False):
+        s = native.Sampler(fashion.labels, range(10), spec, 5, query_labels=fashion.labels, native=use_native)
+        t = pickle.loads(pickle.dumps(s))
+        assert t.native == use_native
+        assert_same_episode(t.episode(12), s.episode(12))

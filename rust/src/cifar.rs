@@ -58,9 +58,12 @@ pub struct CifarStore {
 pub fn record_count(len: u64, name: &str, kind: CifarKind) -> Result<usize, DataError> {
     let rec = kind.record_bytes() as u64;
     if len == 0 {
-        return Err(DataError::new(name, format!("empty file, not a {} binary batch", kind.name())));
+        return Err(DataError::new(
+            name,
+            format!("empty file, not a {} binary batch", kind.name()),
+        ));
     }
-    if len % rec != 0 {
+    if !len.is_multiple_of(rec) {
         return Err(DataError::new(
             name,
             format!(
@@ -83,7 +86,11 @@ fn read_records<R: Read>(
 ) -> Result<(), DataError> {
     let mut lab = [0u8; 2];
     let nl = kind.label_bytes();
-    for (i, (img, out)) in images.chunks_exact_mut(IMAGE_BYTES).zip(labels.iter_mut()).enumerate() {
+    for (i, (img, out)) in images
+        .chunks_exact_mut(IMAGE_BYTES)
+        .zip(labels.iter_mut())
+        .enumerate()
+    {
         r.read_exact(&mut lab[..nl])
             .and_then(|_| r.read_exact(img))
             .map_err(|e| DataError::new(name, format!("truncated at record {i} ({e})")))?;
@@ -95,19 +102,29 @@ fn read_records<R: Read>(
         if kind == CifarKind::Cifar100 && lab[0] >= 20 {
             return Err(DataError::new(
                 name,
-                format!("record {i}: coarse label {} out of range 0..19 for CIFAR-100", lab[0]),
+                format!(
+                    "record {i}: coarse label {} out of range 0..19 for CIFAR-100",
+                    lab[0]
+                ),
             ));
         }
         if kind == CifarKind::Cifar100 && lab[1] >= 100 {
             return Err(DataError::new(
                 name,
-                format!("record {i}: fine label {} out of range 0..99 for CIFAR-100", lab[1]),
+                format!(
+                    "record {i}: fine label {} out of range 0..99 for CIFAR-100",
+                    lab[1]
+                ),
             ));
         }
         if value >= limit {
             return Err(DataError::new(
                 name,
-                format!("record {i}: {what} {value} out of range 0..{} for {}", limit - 1, kind.name()),
+                format!(
+                    "record {i}: {what} {value} out of range 0..{} for {}",
+                    limit - 1,
+                    kind.name()
+                ),
             ));
         }
         *out = value as i64;
@@ -162,7 +179,14 @@ pub fn read_cifar(paths: &[PathBuf], kind: CifarKind, label: LabelKind) -> Resul
         .map(|(p, img, lab)| {
             let name = p.display().to_string();
             let file = File::open(p).map_err(|e| DataError::io(&name, &e))?;
-            read_records(BufReader::with_capacity(1 << 16, file), &name, kind, label, img, lab)
+            read_records(
+                BufReader::with_capacity(1 << 16, file),
+                &name,
+                kind,
+                label,
+                img,
+                lab,
+            )
         })
         .collect();
     results.into_iter().collect::<Result<(), _>>()?;
@@ -181,11 +205,19 @@ mod tests {
 
     #[test]
     fn parses_both_kinds() {
-        let bytes: Vec<u8> = [record(CifarKind::Cifar10, &[3], 1), record(CifarKind::Cifar10, &[9], 2)].concat();
+        let bytes: Vec<u8> = [
+            record(CifarKind::Cifar10, &[3], 1),
+            record(CifarKind::Cifar10, &[9], 2),
+        ]
+        .concat();
         let s = parse_cifar(&bytes, "b", CifarKind::Cifar10, LabelKind::Fine).unwrap();
         assert_eq!((s.n, s.labels.clone()), (2, vec![3, 9]));
         assert_eq!(&s.images[IMAGE_BYTES..IMAGE_BYTES + 3], &[2, 3, 4]);
-        let bytes = [record(CifarKind::Cifar100, &[19, 99], 0), record(CifarKind::Cifar100, &[4, 40], 0)].concat();
+        let bytes = [
+            record(CifarKind::Cifar100, &[19, 99], 0),
+            record(CifarKind::Cifar100, &[4, 40], 0),
+        ]
+        .concat();
         let fine = parse_cifar(&bytes, "b", CifarKind::Cifar100, LabelKind::Fine).unwrap();
         let coarse = parse_cifar(&bytes, "b", CifarKind::Cifar100, LabelKind::Coarse).unwrap();
         assert_eq!(fine.labels, vec![99, 40]);
@@ -200,10 +232,22 @@ mod tests {
         let rec = record(CifarKind::Cifar10, &[1], 0);
         let e = parse_cifar(&rec[..100], "b", CifarKind::Cifar10, LabelKind::Fine).unwrap_err();
         assert!(e.msg.contains("not a whole number of 3073-byte records"), "{e}");
-        let e = parse_cifar(&record(CifarKind::Cifar10, &[10], 0), "b", CifarKind::Cifar10, LabelKind::Fine)
-            .unwrap_err();
-        assert_eq!(e.to_string(), "b: record 0: label 10 out of range 0..9 for CIFAR-10");
-        let bytes = [record(CifarKind::Cifar100, &[1, 1], 0), record(CifarKind::Cifar100, &[1, 100], 0)].concat();
+        let e = parse_cifar(
+            &record(CifarKind::Cifar10, &[10], 0),
+            "b",
+            CifarKind::Cifar10,
+            LabelKind::Fine,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "b: record 0: label 10 out of range 0..9 for CIFAR-10"
+        );
+        let bytes = [
+            record(CifarKind::Cifar100, &[1, 1], 0),
+            record(CifarKind::Cifar100, &[1, 100], 0),
+        ]
+        .concat();
         let e = parse_cifar(&bytes, "b", CifarKind::Cifar100, LabelKind::Coarse).unwrap_err();
         assert!(e.msg.contains("record 1: fine label 100 out of range"), "{e}");
         let bytes = record(CifarKind::Cifar100, &[20, 1], 0);
@@ -217,7 +261,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let paths: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("data_batch_{i}.bin"))).collect();
         for (i, p) in paths.iter().enumerate() {
-            let recs: Vec<u8> = (0..=i).flat_map(|j| record(CifarKind::Cifar10, &[(i + j) as u8], j as u8)).collect();
+            let recs: Vec<u8> = (0..=i)
+                .flat_map(|j| record(CifarKind::Cifar10, &[(i + j) as u8], j as u8))
+                .collect();
             std::fs::write(p, recs).unwrap();
         }
         let s = read_cifar(&paths, CifarKind::Cifar10, LabelKind::Fine).unwrap();

@@ -12,7 +12,10 @@ pub struct DataError {
 
 impl DataError {
     pub fn new(path: impl AsRef<str>, msg: impl Into<String>) -> Self {
-        DataError { path: path.as_ref().to_string(), msg: msg.into() }
+        DataError {
+            path: path.as_ref().to_string(),
+            msg: msg.into(),
+        }
     }
 
     /// An I/O error while opening or reading `path`, with the common cases worded plainly.
@@ -40,7 +43,12 @@ pub enum SampleError {
     /// The class pool holds fewer classes than an episode needs (the reference raises `ValueError`).
     PoolTooSmall { have: usize, ways: usize },
     /// A chosen class holds too few images (the reference raises `TooFewImagesError`).
-    TooFewImages { class: i64, have: usize, role: &'static str, needed: usize },
+    TooFewImages {
+        class: i64,
+        have: usize,
+        role: &'static str,
+        needed: usize,
+    },
     /// An invalid argument (episode spec, index array); raised as `ValueError`.
     Invalid(String),
 }
@@ -51,7 +59,12 @@ impl fmt::Display for SampleError {
             SampleError::PoolTooSmall { have, ways } => {
                 write!(f, "the class pool holds {have} classes, an episode needs {ways}")
             }
-            SampleError::TooFewImages { class, have, role, needed } => write!(
+            SampleError::TooFewImages {
+                class,
+                have,
+                role,
+                needed,
+            } => write!(
                 f,
                 "class {class} has {have} images for the {role}, the episode needs {needed}"
             ),

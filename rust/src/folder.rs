@@ -40,7 +40,9 @@ pub struct Folder {
 }
 
 fn is_hidden(p: &Path) -> bool {
-    p.file_name().map(|n| n.to_string_lossy().starts_with('.')).unwrap_or(false)
+    p.file_name()
+        .map(|n| n.to_string_lossy().starts_with('.'))
+        .unwrap_or(false)
 }
 
 fn is_image(p: &Path) -> bool {
@@ -65,7 +67,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), DataError> {
     if depth > 32 {
-        return Err(DataError::new(dir.display().to_string(), "folders nested too deeply"));
+        return Err(DataError::new(
+            dir.display().to_string(),
+            "folders nested too deeply",
+        ));
     }
     for p in sorted_entries(dir)? {
         if p.is_dir() {
@@ -77,8 +82,11 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()
     Ok(())
 }
 
+/// Class names, and every image file with its class id.
+pub type Scan = (Vec<String>, Vec<(PathBuf, i64)>);
+
 /// The class names (sorted subfolder names) and every image file with its class id.
-pub fn scan(root: &Path) -> Result<(Vec<String>, Vec<(PathBuf, i64)>), DataError> {
+pub fn scan(root: &Path) -> Result<Scan, DataError> {
     let name = root.display().to_string();
     match std::fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -90,7 +98,10 @@ pub fn scan(root: &Path) -> Result<(Vec<String>, Vec<(PathBuf, i64)>), DataError
     }
     let class_dirs: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
     if class_dirs.is_empty() {
-        return Err(DataError::new(&name, "no class subfolders (expected one subfolder of images per class)"));
+        return Err(DataError::new(
+            &name,
+            "no class subfolders (expected one subfolder of images per class)",
+        ));
     }
     let mut classes = Vec::with_capacity(class_dirs.len());
     let mut files = Vec::new();
@@ -103,7 +114,11 @@ pub fn scan(root: &Path) -> Result<(Vec<String>, Vec<(PathBuf, i64)>), DataError
                 "empty class folder (no .png, .jpg or .jpeg images)",
             ));
         }
-        classes.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        classes.push(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         files.extend(found.into_iter().map(|p| (p, label as i64)));
     }
     Ok((classes, files))
@@ -122,11 +137,17 @@ pub fn decode(
         .map_err(|e| DataError::new(name, format!("cannot read image ({e})")))?;
     match reader.format() {
         Some(image::ImageFormat::Png) | Some(image::ImageFormat::Jpeg) => {}
-        Some(f) => return Err(DataError::new(name, format!("unsupported image format {f:?} (PNG or JPEG only)"))),
+        Some(f) => {
+            return Err(DataError::new(
+                name,
+                format!("unsupported image format {f:?} (PNG or JPEG only)"),
+            ))
+        }
         None => return Err(DataError::new(name, "undecodable image (not a PNG or JPEG file)")),
     }
-    let img: DynamicImage =
-        reader.decode().map_err(|e| DataError::new(name, format!("undecodable image ({e})")))?;
+    let img: DynamicImage = reader
+        .decode()
+        .map_err(|e| DataError::new(name, format!("undecodable image ({e})")))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(DataError::new(name, "image has zero width or height"));
@@ -156,7 +177,9 @@ pub fn decode(
             let l: Vec<u8> = rgb
                 .as_raw()
                 .chunks_exact(3)
-                .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
+                .map(|p| {
+                    ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
+                })
                 .collect();
             ImageBuffer::from_raw(w, h, l).expect("luma buffer size")
         };
@@ -172,7 +195,11 @@ pub fn decode(
         }
     } else {
         let rgb: ImageBuffer<Rgb<u8>, Vec<u8>> = img.into_rgb8();
-        let rgb = if (th, tw) == (h, w) { rgb } else { image::imageops::resize(&rgb, tw, th, FilterType::Triangle) };
+        let rgb = if (th, tw) == (h, w) {
+            rgb
+        } else {
+            image::imageops::resize(&rgb, tw, th, FilterType::Triangle)
+        };
         let raw = rgb.as_raw();
         let mut out = vec![0u8; 3 * plane];
         for (k, px) in raw.chunks_exact(3).enumerate() {
@@ -182,11 +209,20 @@ pub fn decode(
         }
         out
     };
-    Ok(Planar { channels: c, height: th as usize, width: tw as usize, data })
+    Ok(Planar {
+        channels: c,
+        height: th as usize,
+        width: tw as usize,
+        data,
+    })
 }
 
 /// Reads a file and decodes it (see [`decode`]).
-pub fn decode_file(path: &Path, size: Option<(u32, u32)>, channels: Option<usize>) -> Result<Planar, DataError> {
+pub fn decode_file(
+    path: &Path,
+    size: Option<(u32, u32)>,
+    channels: Option<usize>,
+) -> Result<Planar, DataError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| DataError::io(&name, &e))?;
     decode(&bytes, &name, size, channels)
@@ -212,7 +248,10 @@ pub fn load_folder(
 ) -> Result<Folder, DataError> {
     if let Some(c) = channels {
         if c != 1 && c != 3 {
-            return Err(DataError::new(root.display().to_string(), format!("channels must be 1 or 3, got {c}")));
+            return Err(DataError::new(
+                root.display().to_string(),
+                format!("channels must be 1 or 3, got {c}"),
+            ));
         }
     }
     let (classes, files) = scan(root)?;
@@ -232,9 +271,12 @@ pub fn load_folder(
         .checked_mul(files.len())
         .ok_or_else(|| DataError::new(root.display().to_string(), "the store would be too large"))?;
     let mut images = Vec::new();
-    images
-        .try_reserve_exact(total)
-        .map_err(|_| DataError::new(root.display().to_string(), format!("cannot allocate {total} bytes")))?;
+    images.try_reserve_exact(total).map_err(|_| {
+        DataError::new(
+            root.display().to_string(),
+            format!("cannot allocate {total} bytes"),
+        )
+    })?;
     images.resize(total, 0);
     let bar = match progress {
         Progress::Always => true,
@@ -320,7 +362,9 @@ mod tests {
     use image::ImageEncoder;
 
     pub(crate) fn png_gray(w: u32, h: u32, seed: u8) -> Vec<u8> {
-        let px: Vec<u8> = (0..w * h).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect();
+        let px: Vec<u8> = (0..w * h)
+            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+            .collect();
         let mut out = Vec::new();
         image::codecs::png::PngEncoder::new(&mut out)
             .write_image(&px, w, h, image::ExtendedColorType::L8)
@@ -395,13 +439,22 @@ mod tests {
         assert_eq!(f.shape, [3, 1, 6, 6]);
         std::fs::write(root.join("b/2.png"), png_rgb(6, 6)).unwrap();
         let e = load_folder(&root, None, None, Progress::Never).unwrap_err();
-        assert!(e.msg.contains("mixed channel counts") && e.path.ends_with("2.png"), "{e}");
+        assert!(
+            e.msg.contains("mixed channel counts") && e.path.ends_with("2.png"),
+            "{e}"
+        );
         std::fs::write(root.join("b/2.png"), png_gray(7, 6, 0)).unwrap();
         let e = load_folder(&root, None, None, Progress::Never).unwrap_err();
-        assert!(e.msg.contains("mixed image sizes") && e.path.ends_with("2.png"), "{e}");
+        assert!(
+            e.msg.contains("mixed image sizes") && e.path.ends_with("2.png"),
+            "{e}"
+        );
         std::fs::write(root.join("b/2.png"), b"garbage").unwrap();
         let e = load_folder(&root, Some((4, 4)), Some(1), Progress::Never).unwrap_err();
-        assert!(e.msg.contains("undecodable") && e.path.ends_with("b/2.png"), "{e}");
+        assert!(
+            e.msg.contains("undecodable") && e.path.ends_with("b/2.png"),
+            "{e}"
+        );
         let e = load_folder(&root.join("nope"), None, None, Progress::Never).unwrap_err();
         assert!(e.msg.contains("no such folder"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();

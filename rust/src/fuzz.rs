@@ -15,7 +15,10 @@ use crate::cifar::{self, CifarKind, LabelKind};
 use crate::{folder, idx};
 
 fn cases() -> u32 {
-    std::env::var("PUDNET_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+    std::env::var("PUDNET_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
 }
 
 /// A mutation: (position, byte, kind) — kind 0 overwrite, 1 insert, 2 delete, 3 xor.
@@ -46,6 +49,23 @@ fn mutate(seed: &[u8], muts: &Mutations, truncate: Option<usize>) -> Vec<u8> {
     v
 }
 
+/// Recomputes the CRC of every complete PNG chunk, so mutations reach the decoder past the CRC checks.
+fn fix_png_crcs(mut v: Vec<u8>) -> Vec<u8> {
+    let mut p = 8;
+    while p + 12 <= v.len() {
+        let len = u32::from_be_bytes([v[p], v[p + 1], v[p + 2], v[p + 3]]) as usize;
+        let end = match (p + 8).checked_add(len) {
+            Some(e) if e + 4 <= v.len() => e,
+            _ => break,
+        };
+        let mut crc = flate2::Crc::new();
+        crc.update(&v[p + 4..end]);
+        v[end..end + 4].copy_from_slice(&crc.sum().to_be_bytes());
+        p = end + 4;
+    }
+    v
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(bytes).unwrap();
@@ -62,7 +82,9 @@ fn png_seed(color: image::ExtendedColorType, c: u32) -> Vec<u8> {
     let (w, h) = (9u32, 7u32);
     let px: Vec<u8> = (0..w * h * c).map(|i| (i * 37 % 251) as u8).collect();
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out).write_image(&px, w, h, color).unwrap();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(&px, w, h, color)
+        .unwrap();
     out
 }
 
@@ -70,29 +92,47 @@ fn jpeg_seed(color: image::ExtendedColorType, c: u32) -> Vec<u8> {
     let (w, h) = (17u32, 11u32);
     let px: Vec<u8> = (0..w * h * c).map(|i| (i * 13 % 251) as u8).collect();
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).write_image(&px, w, h, color).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .write_image(&px, w, h, color)
+        .unwrap();
     out
 }
 
 fn mutations() -> impl Strategy<Value = (Mutations, Option<usize>)> {
-    (prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..8), prop::option::of(any::<usize>()))
+    (
+        prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..8),
+        prop::option::of(any::<usize>()),
+    )
 }
 
 /// Runs `check` on `cases()` generated inputs; fails on any panic; returns the case count.
-fn run<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value)) -> usize
+/// `check` returns whether the input parsed (`Ok`), to report how deep the cases went.
+fn run<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value) -> bool) -> usize
 where
     S::Value: std::fmt::Debug + Clone,
 {
     let n = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let parsed = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    });
     let result = runner.run(&strategy, |input| {
         n.fetch_add(1, Ordering::Relaxed);
         let r = catch_unwind(AssertUnwindSafe(|| check(input)));
         prop_assert!(r.is_ok(), "panic");
+        if matches!(r, Ok(true)) {
+            parsed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     });
     let count = n.load(Ordering::Relaxed);
-    eprintln!("fuzz {name}: {count} cases, {}", if result.is_ok() { "0 crashes" } else { "CRASH" });
+    eprintln!(
+        "fuzz {name}: {count} cases ({} parsed, the rest rejected with an error), {}",
+        parsed.load(Ordering::Relaxed),
+        if result.is_ok() { "0 crashes" } else { "CRASH" }
+    );
     result.unwrap();
     count
 }
@@ -106,34 +146,67 @@ fn fuzz_idx() {
         (any::<bool>(), mutations()).prop_map(|(g, m)| (Vec::new(), g, m)),
     ];
     run("idx", strategy, |(random, use_gz, (muts, trunc))| {
-        let input = if !random.is_empty() { random } else { mutate(if use_gz { &gz } else { &raw }, &muts, trunc) };
-        if let Ok(a) = idx::parse_idx(&input, "fuzz") {
+        let input = if !random.is_empty() {
+            random
+        } else {
+            mutate(if use_gz { &gz } else { &raw }, &muts, trunc)
+        };
+        let r = idx::parse_idx(&input, "fuzz");
+        if let Ok(a) = &r {
             assert_eq!(a.data.len(), a.dims.iter().product::<usize>());
         }
+        r.is_ok()
     });
 }
 
 #[test]
 fn fuzz_cifar() {
-    let rec10: Vec<u8> = (0..2).flat_map(|i| { let mut r = vec![i as u8 * 3]; r.extend((0..3072).map(|j| j as u8)); r }).collect();
-    let rec100: Vec<u8> = (0..2).flat_map(|i| { let mut r = vec![i as u8 * 7, i as u8 * 33]; r.extend((0..3072).map(|j| j as u8)); r }).collect();
-    let strategy = (any::<bool>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..40), mutations());
+    let rec10: Vec<u8> = (0..2)
+        .flat_map(|i| {
+            let mut r = vec![i as u8 * 3];
+            r.extend((0..3072).map(|j| j as u8));
+            r
+        })
+        .collect();
+    let rec100: Vec<u8> = (0..2)
+        .flat_map(|i| {
+            let mut r = vec![i as u8 * 7, i as u8 * 33];
+            r.extend((0..3072).map(|j| j as u8));
+            r
+        })
+        .collect();
+    let strategy = (
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..40),
+        mutations(),
+    );
     run("cifar", strategy, |(c100, fine, random, (muts, trunc))| {
-        let kind = if c100 { CifarKind::Cifar100 } else { CifarKind::Cifar10 };
+        let kind = if c100 {
+            CifarKind::Cifar100
+        } else {
+            CifarKind::Cifar10
+        };
         let label = if fine { LabelKind::Fine } else { LabelKind::Coarse };
         let seed = if c100 { &rec100 } else { &rec10 };
-        let input = if random.len() > 30 { random } else { mutate(seed, &muts, trunc) };
-        if let Ok(s) = cifar::parse_cifar(&input, "fuzz", kind, label) {
+        let input = if random.len() > 30 {
+            random
+        } else {
+            mutate(seed, &muts, trunc)
+        };
+        let r = cifar::parse_cifar(&input, "fuzz", kind, label);
+        if let Ok(s) = &r {
             assert_eq!(s.images.len(), s.n * cifar::IMAGE_BYTES);
             assert!(s.labels.iter().all(|&l| (0..100).contains(&l)));
         }
+        r.is_ok()
     });
 }
 
 #[test]
 fn fuzz_image_decode() {
     use image::ExtendedColorType as T;
-    let seeds = vec![
+    let seeds = [
         png_seed(T::L8, 1),
         png_seed(T::Rgb8, 3),
         png_seed(T::Rgba8, 4),
@@ -141,15 +214,26 @@ fn fuzz_image_decode() {
         jpeg_seed(T::L8, 1),
         jpeg_seed(T::Rgb8, 3),
     ];
-    let strategy = (0..seeds.len(), mutations(), 0usize..4, prop::option::of((1u32..40, 1u32..40)));
-    run("image", strategy, |(which, (muts, trunc), ch, size)| {
-        let input = mutate(&seeds[which], &muts, trunc);
+    let strategy = (
+        0..seeds.len(),
+        mutations(),
+        0usize..4,
+        prop::option::of((1u32..40, 1u32..40)),
+        any::<bool>(),
+    );
+    run("image", strategy, |(which, (muts, trunc), ch, size, fix_crc)| {
+        let mut input = mutate(&seeds[which], &muts, trunc);
+        if fix_crc && which < 4 {
+            input = fix_png_crcs(input);
+        }
         let channels = [None, Some(1), Some(3), Some(1)][ch];
-        if let Ok(p) = folder::decode(&input, "fuzz", size, channels) {
+        let r = folder::decode(&input, "fuzz", size, channels);
+        if let Ok(p) = &r {
             assert_eq!(p.data.len(), p.channels * p.height * p.width);
             if let Some((h, w)) = size {
                 assert_eq!((p.height, p.width), (h as usize, w as usize));
             }
         }
+        r.is_ok()
     });
 }

@@ -87,7 +87,10 @@ fn parse_stream<R: Read>(
     if magic[2] != UBYTE {
         return Err(DataError::new(
             name,
-            format!("unsupported IDX element type 0x{:02x} (only unsigned byte)", magic[2]),
+            format!(
+                "unsupported IDX element type 0x{:02x} (only unsigned byte)",
+                magic[2]
+            ),
         ));
     }
     let ndim = magic[3] as usize;
@@ -106,7 +109,10 @@ fn parse_stream<R: Read>(
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&c| c <= isize::MAX as u64)
         .ok_or_else(|| {
-            DataError::new(name, format!("IDX dimensions {dims:?} overflow (their product is too large)"))
+            DataError::new(
+                name,
+                format!("IDX dimensions {dims:?} overflow (their product is too large)"),
+            )
         })?;
     let mismatch = |held: u64| {
         DataError::new(
@@ -139,7 +145,10 @@ fn parse_stream<R: Read>(
         }
         return Err(mismatch(held));
     }
-    Ok(IdxArray { dims: dims.iter().map(|&d| d as usize).collect(), data })
+    Ok(IdxArray {
+        dims: dims.iter().map(|&d| d as usize).collect(),
+        data,
+    })
 }
 
 /// An image store read from an IDX image file `[N, H, W]` or `[N, C, H, W]` and an IDX label file `[N]`.
@@ -161,7 +170,10 @@ pub fn load_idx_pair(images_path: &Path, labels_path: &Path) -> Result<IdxStore,
         _ => {
             return Err(DataError::new(
                 images_path.display().to_string(),
-                format!("expected IDX images of 3 or 4 dimensions, got {}", images.dims.len()),
+                format!(
+                    "expected IDX images of 3 or 4 dimensions, got {}",
+                    images.dims.len()
+                ),
             ))
         }
     };
@@ -177,7 +189,11 @@ pub fn load_idx_pair(images_path: &Path, labels_path: &Path) -> Result<IdxStore,
         ));
     }
     let labels = labels.data.iter().map(|&l| l as i64).collect();
-    Ok(IdxStore { shape, images: images.data, labels })
+    Ok(IdxStore {
+        shape,
+        images: images.data,
+        labels,
+    })
 }
 
 #[cfg(test)]
@@ -243,7 +259,10 @@ mod tests {
         // A huge but representable size: rejected before allocating (raw) / by the stream's end (gzip).
         let raw = idx_bytes(&[1 << 20, 1 << 20], &[1, 2, 3]);
         assert!(parse_idx(&raw, "f").unwrap_err().msg.contains("the file holds 3"));
-        assert!(parse_idx(&gzip(&raw), "f").unwrap_err().msg.contains("the file holds 3"));
+        assert!(parse_idx(&gzip(&raw), "f")
+            .unwrap_err()
+            .msg
+            .contains("the file holds 3"));
     }
 
     #[test]

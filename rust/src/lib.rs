@@ -24,14 +24,29 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use numpy::ndarray::{Array1, Array2, ArrayD, IxDyn};
-use numpy::{PyArray, PyArray1, PyArray2, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    PyArray, PyArray1, PyArray2, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::{DataError, SampleError};
 
-pyo3::create_exception!(_native, NativeDataError, PyValueError, "A data file or folder is missing or malformed.");
-pyo3::create_exception!(_native, NativeTooFewImagesError, PyValueError, "A class holds fewer images than an episode needs.");
+pyo3::create_exception!(
+    _native,
+    NativeDataError,
+    PyValueError,
+    "A data file or folder is missing or malformed."
+);
+pyo3::create_exception!(
+    _native,
+    NativeTooFewImagesError,
+    PyValueError,
+    "A class holds fewer images than an episode needs."
+);
+
+/// (images, labels) as numpy arrays.
+type StoreArrays<'py> = (Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArray1<i64>>);
 
 fn data_err(e: DataError) -> PyErr {
     NativeDataError::new_err(e.to_string())
@@ -61,7 +76,11 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     }
 }
 
-fn to_array<'py, T: numpy::Element>(py: Python<'py>, shape: &[usize], data: Vec<T>) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+fn to_array<'py, T: numpy::Element>(
+    py: Python<'py>,
+    shape: &[usize],
+    data: Vec<T>,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let arr = ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyArray::from_owned_array(py, arr))
 }
@@ -84,18 +103,16 @@ fn read_idx<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyArrayD
 #[pyo3(signature = (data, name = "<bytes>"))]
 fn parse_idx<'py>(py: Python<'py>, data: &[u8], name: &str) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
     guarded(name, || {
-        let a = idx::parse_idx(data, name).map_err(data_err)?;
+        let a = py
+            .allow_threads(|| idx::parse_idx(data, name))
+            .map_err(data_err)?;
         to_array(py, &a.dims, a.data)
     })
 }
 
 /// load_idx(images_path, labels_path) -> (uint8 [N, C, H, W], int64 [N]).
 #[pyfunction]
-fn load_idx<'py>(
-    py: Python<'py>,
-    images_path: PathBuf,
-    labels_path: PathBuf,
-) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArray1<i64>>)> {
+fn load_idx<'py>(py: Python<'py>, images_path: PathBuf, labels_path: PathBuf) -> PyResult<StoreArrays<'py>> {
     guarded(&images_path.display().to_string(), || {
         let s = py
             .allow_threads(|| pool::install(|| idx::load_idx_pair(&images_path, &labels_path)))
@@ -108,12 +125,20 @@ fn cifar_args(kind: &str, label: &str) -> PyResult<(cifar::CifarKind, cifar::Lab
     let kind = match kind {
         "cifar10" => cifar::CifarKind::Cifar10,
         "cifar100" => cifar::CifarKind::Cifar100,
-        _ => return Err(PyValueError::new_err(format!("kind must be 'cifar10' or 'cifar100', got {kind:?}"))),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "kind must be 'cifar10' or 'cifar100', got {kind:?}"
+            )))
+        }
     };
     let label = match label {
         "fine" => cifar::LabelKind::Fine,
         "coarse" => cifar::LabelKind::Coarse,
-        _ => return Err(PyValueError::new_err(format!("label must be 'fine' or 'coarse', got {label:?}"))),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "label must be 'fine' or 'coarse', got {label:?}"
+            )))
+        }
     };
     Ok((kind, label))
 }
@@ -126,7 +151,7 @@ fn read_cifar<'py>(
     paths: Vec<PathBuf>,
     kind: &str,
     label: &str,
-) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<StoreArrays<'py>> {
     let (kind, label) = cifar_args(kind, label)?;
     guarded("read_cifar", || {
         let s = py
@@ -146,10 +171,12 @@ fn parse_cifar<'py>(
     kind: &str,
     label: &str,
     name: &str,
-) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<StoreArrays<'py>> {
     let (kind, label) = cifar_args(kind, label)?;
     guarded(name, || {
-        let s = cifar::parse_cifar(data, name, kind, label).map_err(data_err)?;
+        let s = py
+            .allow_threads(|| cifar::parse_cifar(data, name, kind, label))
+            .map_err(data_err)?;
         let shape = [s.n, cifar::SHAPE[0], cifar::SHAPE[1], cifar::SHAPE[2]];
         Ok((to_array(py, &shape, s.images)?, labels_array(py, s.labels)))
     })
@@ -166,7 +193,12 @@ fn read_image_folder<'py>(
     size: Option<(u32, u32)>,
     channels: Option<usize>,
     progress: Option<bool>,
-) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArray1<i64>>, Vec<String>, Vec<String>)> {
+) -> PyResult<(
+    Bound<'py, PyArrayDyn<u8>>,
+    Bound<'py, PyArray1<i64>>,
+    Vec<String>,
+    Vec<String>,
+)> {
     let progress = match progress {
         Some(true) => folder::Progress::Always,
         Some(false) => folder::Progress::Never,
@@ -177,7 +209,12 @@ fn read_image_folder<'py>(
             .allow_threads(|| pool::install(|| folder::load_folder(&root, size, channels, progress)))
             .map_err(data_err)?;
         let files = f.files.iter().map(|p| p.display().to_string()).collect();
-        Ok((to_array(py, &f.shape, f.images)?, labels_array(py, f.labels), f.classes, files))
+        Ok((
+            to_array(py, &f.shape, f.images)?,
+            labels_array(py, f.labels),
+            f.classes,
+            files,
+        ))
     })
 }
 
@@ -192,7 +229,9 @@ fn decode_image<'py>(
     channels: Option<usize>,
 ) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
     guarded(name, || {
-        let p = py.allow_threads(|| folder::decode(data, name, size, channels)).map_err(data_err)?;
+        let p = py
+            .allow_threads(|| folder::decode(data, name, size, channels))
+            .map_err(data_err)?;
         to_array(py, &[p.channels, p.height, p.width], p.data)
     })
 }
@@ -211,9 +250,15 @@ fn gather_images<'py>(
         }
         let item_shape = images.shape()[1..].to_vec();
         let item: usize = item_shape.iter().product();
-        let store = images.as_slice().map_err(|_| PyValueError::new_err("images must be C-contiguous"))?;
-        let idx = index.as_slice().map_err(|_| PyValueError::new_err("index must be C-contiguous"))?;
-        let out = py.allow_threads(|| pool::install(|| gather::gather(store, item, idx))).map_err(PyIndexError::new_err)?;
+        let store = images
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("images must be C-contiguous"))?;
+        let idx = index
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("index must be C-contiguous"))?;
+        let out = py
+            .allow_threads(|| pool::install(|| gather::gather(store, item, idx)))
+            .map_err(PyIndexError::new_err)?;
         let shape: Vec<usize> = index.shape().iter().chain(item_shape.iter()).copied().collect();
         to_array(py, &shape, out)
     })
@@ -244,22 +289,44 @@ impl Sampler {
         query_labels: Option<PyReadonlyArray1<'_, i64>>,
     ) -> PyResult<Self> {
         guarded("Sampler", || {
-            let spec = sampler::Spec { ways, sketch, support, query };
-            let labels = labels.as_slice().map_err(|_| PyValueError::new_err("labels must be contiguous"))?;
+            let spec = sampler::Spec {
+                ways,
+                sketch,
+                support,
+                query,
+            };
+            let labels = labels
+                .as_slice()
+                .map_err(|_| PyValueError::new_err("labels must be contiguous"))?;
             let q = match &query_labels {
-                Some(q) => Some(q.as_slice().map_err(|_| PyValueError::new_err("query_labels must be contiguous"))?),
+                Some(q) => Some(
+                    q.as_slice()
+                        .map_err(|_| PyValueError::new_err("query_labels must be contiguous"))?,
+                ),
                 None => None,
             };
-            let inner = py.allow_threads(|| sampler::Sampler::new(labels, &class_pool, spec, q)).map_err(sample_err)?;
+            let inner = py
+                .allow_threads(|| sampler::Sampler::new(labels, &class_pool, spec, q))
+                .map_err(sample_err)?;
             Ok(Sampler { inner })
         })
     }
 
     /// episode(seed, index) -> (classes, sketch, support, query) int64 arrays.
-    fn episode<'py>(&self, py: Python<'py>, seed: u64, index: u64) -> PyResult<EpisodeArrays<'py, PyArray1<i64>>> {
+    fn episode<'py>(
+        &self,
+        py: Python<'py>,
+        seed: u64,
+        index: u64,
+    ) -> PyResult<EpisodeArrays<'py, PyArray1<i64>>> {
         guarded("Sampler.episode", || {
             let e = self.inner.episode(seed, index).map_err(sample_err)?;
-            Ok((labels_array(py, e.classes), labels_array(py, e.sketch), labels_array(py, e.support), labels_array(py, e.query)))
+            Ok((
+                labels_array(py, e.classes),
+                labels_array(py, e.sketch),
+                labels_array(py, e.support),
+                labels_array(py, e.query),
+            ))
         })
     }
 
@@ -272,20 +339,30 @@ impl Sampler {
         indices: PyReadonlyArray1<'py, u64>,
     ) -> PyResult<EpisodeArrays<'py, PyArray2<i64>>> {
         guarded("Sampler.episodes", || {
-            let idx = indices.as_slice().map_err(|_| PyValueError::new_err("indices must be contiguous"))?;
+            let idx = indices
+                .as_slice()
+                .map_err(|_| PyValueError::new_err("indices must be contiguous"))?;
             let inner = &self.inner;
             let b = py
                 .allow_threads(|| pool::install(|| inner.episodes(seed, idx)))
                 .map_err(|(pos, e)| match e {
-                    SampleError::TooFewImages { .. } => NativeTooFewImagesError::new_err(format!("episode {}: {e}", idx[pos])),
+                    SampleError::TooFewImages { .. } => {
+                        NativeTooFewImagesError::new_err(format!("episode {}: {e}", idx[pos]))
+                    }
                     e => sample_err(e),
                 })?;
             let (nc, ns, np, nq) = inner.sizes();
             let mk = |w: usize, v: Vec<i64>| -> PyResult<Bound<'py, PyArray2<i64>>> {
-                let a = Array2::from_shape_vec((b.count, w), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                let a = Array2::from_shape_vec((b.count, w), v)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 Ok(PyArray::from_owned_array(py, a))
             };
-            Ok((mk(nc, b.classes)?, mk(ns, b.sketch)?, mk(np, b.support)?, mk(nq, b.query)?))
+            Ok((
+                mk(nc, b.classes)?,
+                mk(ns, b.sketch)?,
+                mk(np, b.support)?,
+                mk(nq, b.query)?,
+            ))
         })
     }
 

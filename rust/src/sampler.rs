@@ -6,7 +6,6 @@
 //! the number of threads.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use rayon::prelude::*;
 
@@ -29,7 +28,9 @@ pub struct SplitMix64 {
 
 impl SplitMix64 {
     pub fn new(seed: u64, index: u64) -> Self {
-        SplitMix64 { state: finalise(seed.wrapping_add(GOLDEN_GAMMA)) ^ index }
+        SplitMix64 {
+            state: finalise(seed.wrapping_add(GOLDEN_GAMMA)) ^ index,
+        }
     }
 
     #[inline]
@@ -42,10 +43,10 @@ impl SplitMix64 {
     #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
-        let threshold = n.wrapping_neg() % n; // (2**64 - n) % n
         loop {
             let x = self.next_u64();
-            if x >= threshold {
+            // threshold = (2**64 - n) % n < n, so x >= n accepts without computing it (same result).
+            if x >= n || x >= n.wrapping_neg() % n {
                 return x % n;
             }
         }
@@ -74,11 +75,11 @@ impl SplitMix64 {
             }
         } else {
             let m = &mut scratch.sparse;
-            m.clear();
+            m.reset(k);
             for i in 0..k {
                 let j = i + self.below((len - i) as u64) as usize;
-                let vi = *m.get(&i).unwrap_or(&items[i]);
-                let vj = *m.get(&j).unwrap_or(&items[j]);
+                let vi = m.get(i).unwrap_or(items[i]);
+                let vj = m.get(j).unwrap_or(items[j]);
                 m.insert(j, vi);
                 emit(i, vj);
             }
@@ -93,21 +94,57 @@ impl SplitMix64 {
     }
 }
 
-/// A multiplicative hasher for small integer keys (positions in a list).
+/// The positions a sparse shuffle has overwritten: a small open-addressing map position -> value.
 #[derive(Default)]
-pub struct PosHasher(u64);
+pub struct SparseMap {
+    slots: Vec<(usize, i64)>,
+    shift: u32,
+}
 
-impl Hasher for PosHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl SparseMap {
+    const EMPTY: usize = usize::MAX;
+
+    /// Empties the map, sized for `k` insertions (load factor <= 1/2).
+    fn reset(&mut self, k: usize) {
+        let cap = (2 * k.max(4)).next_power_of_two();
+        self.slots.clear();
+        self.slots.resize(cap, (Self::EMPTY, 0));
+        self.shift = 64 - cap.trailing_zeros();
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(GOLDEN_GAMMA);
+
+    #[inline]
+    fn slot(&self, key: usize) -> usize {
+        ((key as u64).wrapping_mul(GOLDEN_GAMMA) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, key: usize) -> Option<i64> {
+        let mask = self.slots.len() - 1;
+        let mut s = self.slot(key);
+        loop {
+            let (k, v) = self.slots[s];
+            if k == key {
+                return Some(v);
+            }
+            if k == Self::EMPTY {
+                return None;
+            }
+            s = (s + 1) & mask;
         }
     }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(GOLDEN_GAMMA).rotate_left(29);
+
+    #[inline]
+    fn insert(&mut self, key: usize, value: i64) {
+        let mask = self.slots.len() - 1;
+        let mut s = self.slot(key);
+        loop {
+            let k = self.slots[s].0;
+            if k == key || k == Self::EMPTY {
+                self.slots[s] = (key, value);
+                return;
+            }
+            s = (s + 1) & mask;
+        }
     }
 }
 
@@ -115,7 +152,7 @@ impl Hasher for PosHasher {
 #[derive(Default)]
 pub struct Scratch {
     dense: Vec<i64>,
-    sparse: HashMap<usize, i64, BuildHasherDefault<PosHasher>>,
+    sparse: SparseMap,
 }
 
 /// Classes per episode and images per class of each role (the reference's `EpisodeSpec`).
@@ -193,11 +230,16 @@ impl Sampler {
         let mut pool = class_pool.to_vec();
         pool.sort_unstable();
         if pool.len() < spec.ways {
-            return Err(SampleError::PoolTooSmall { have: pool.len(), ways: spec.ways });
+            return Err(SampleError::PoolTooSmall {
+                have: pool.len(),
+                ways: spec.ways,
+            });
         }
         let per_pool = |labels: &[i64]| {
             let mut all = class_members(labels);
-            pool.iter().map(|c| all.get_mut(c).map(std::mem::take).unwrap_or_default()).collect::<Vec<_>>()
+            pool.iter()
+                .map(|c| all.get_mut(c).map(std::mem::take).unwrap_or_default())
+                .collect::<Vec<_>>()
         };
         // A class repeated in the pool gets its members once per occurrence.
         let fix_dups = |mut v: Vec<Vec<i64>>| {
@@ -210,7 +252,12 @@ impl Sampler {
         };
         let members = fix_dups(per_pool(labels));
         let query_members = query_labels.map(|q| fix_dups(per_pool(q)));
-        Ok(Sampler { spec, pool, members, query_members })
+        Ok(Sampler {
+            spec,
+            pool,
+            members,
+            query_members,
+        })
     }
 
     /// Whether the queries come from a separate store.
@@ -225,6 +272,7 @@ impl Sampler {
     }
 
     /// Draws episode `index` of the stream `seed` into the given slices (of the sizes of `sizes()`).
+    #[allow(clippy::too_many_arguments)]
     pub fn episode_into(
         &self,
         seed: u64,
@@ -299,8 +347,21 @@ impl Sampler {
     /// Episode `index` of the stream `seed`.
     pub fn episode(&self, seed: u64, index: u64) -> Result<Episode, SampleError> {
         let (nc, ns, np, nq) = self.sizes();
-        let mut e = Episode { classes: vec![0; nc], sketch: vec![0; ns], support: vec![0; np], query: vec![0; nq] };
-        self.episode_into(seed, index, &mut Scratch::default(), &mut e.classes, &mut e.sketch, &mut e.support, &mut e.query)?;
+        let mut e = Episode {
+            classes: vec![0; nc],
+            sketch: vec![0; ns],
+            support: vec![0; np],
+            query: vec![0; nq],
+        };
+        self.episode_into(
+            seed,
+            index,
+            &mut Scratch::default(),
+            &mut e.classes,
+            &mut e.sketch,
+            &mut e.support,
+            &mut e.query,
+        )?;
         Ok(e)
     }
 
@@ -335,8 +396,11 @@ impl Sampler {
             .collect();
         let first_error = work
             .into_par_iter()
+            .with_min_len(16)
             .map_init(Scratch::default, |scratch, (pos, ((((c, sk), sp), q), index))| {
-                self.episode_into(seed, index, scratch, c, sk, sp, q).err().map(|e| (pos, e))
+                self.episode_into(seed, index, scratch, c, sk, sp, q)
+                    .err()
+                    .map(|e| (pos, e))
             })
             .flatten()
             .min_by_key(|(pos, _)| *pos);
@@ -391,7 +455,12 @@ mod tests {
     #[test]
     fn episodes_are_pure_and_thread_count_independent() {
         let l = labels();
-        let spec = Spec { ways: 3, sketch: 20, support: 5, query: 7 };
+        let spec = Spec {
+            ways: 3,
+            sketch: 20,
+            support: 5,
+            query: 7,
+        };
         let s = Sampler::new(&l, &[0, 1, 2, 3, 4, 5], spec, None).unwrap();
         let idx: Vec<u64> = (0..200).collect();
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -406,7 +475,10 @@ mod tests {
             assert_eq!(e.query, a.query[row * 21..(row + 1) * 21]);
             assert_eq!(e.support[..5], e.sketch[..5]);
             for (t, &c) in e.classes.iter().enumerate() {
-                for &x in e.sketch[t * 20..(t + 1) * 20].iter().chain(&e.query[t * 7..(t + 1) * 7]) {
+                for &x in e.sketch[t * 20..(t + 1) * 20]
+                    .iter()
+                    .chain(&e.query[t * 7..(t + 1) * 7])
+                {
                     assert_eq!(l[x as usize], c);
                 }
             }
@@ -416,25 +488,50 @@ mod tests {
     #[test]
     fn errors_match_the_reference_wording() {
         let l = labels();
-        let spec = Spec { ways: 4, sketch: 90, support: 5, query: 20 };
+        let spec = Spec {
+            ways: 4,
+            sketch: 90,
+            support: 5,
+            query: 20,
+        };
         let e = Sampler::new(&l, &[0, 1, 2], spec, None).unwrap_err();
-        assert_eq!(e.to_string(), "the class pool holds 3 classes, an episode needs 4");
+        assert_eq!(
+            e.to_string(),
+            "the class pool holds 3 classes, an episode needs 4"
+        );
         let s = Sampler::new(&l, &[0, 1, 2, 3, 4, 5], spec, None).unwrap();
         let e = s.episode(0, 0).unwrap_err();
-        assert!(e.to_string().ends_with("has 100 images for the sketch, the episode needs 110"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("has 100 images for the sketch, the episode needs 110"),
+            "{e}"
+        );
         let q: Vec<i64> = vec![0; 50];
         let s = Sampler::new(&l, &[0, 1, 2, 3, 4, 5], spec, Some(&q)).unwrap();
         let (pos, e) = s.episodes(0, &[3, 4]).unwrap_err();
         assert_eq!(pos, 0);
-        assert!(matches!(e, SampleError::TooFewImages { role: "query", .. }), "{e}");
-        let bad = Spec { ways: 2, sketch: 3, support: 4, query: 0 };
+        assert!(
+            matches!(e, SampleError::TooFewImages { role: "query", .. }),
+            "{e}"
+        );
+        let bad = Spec {
+            ways: 2,
+            sketch: 3,
+            support: 4,
+            query: 0,
+        };
         assert!(Sampler::new(&l, &[0, 1], bad, None).is_err());
     }
 
     #[test]
     fn zero_queries_and_duplicate_pool_entries() {
         let l = labels();
-        let spec = Spec { ways: 2, sketch: 3, support: 1, query: 0 };
+        let spec = Spec {
+            ways: 2,
+            sketch: 3,
+            support: 1,
+            query: 0,
+        };
         let s = Sampler::new(&l, &[4, 4], spec, None).unwrap();
         let b = s.episodes(1, &[0, 1, 2]).unwrap();
         assert_eq!(b.classes, vec![4; 6]);

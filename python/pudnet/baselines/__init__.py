@@ -34,6 +34,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..checkpoint import CheckpointError
+
 from ..data.store import ImageStore
 from ..targets.base import Params, Target
 from .common import (
@@ -87,7 +89,13 @@ def load_baselines(
                 f"no {name} weights for target {target.config()} at {path}; the shipped files cover "
                 f"{DEFAULT_TARGET}. Train them: python -m pudnet.baselines train {name} --out {path}"
             )
-        params, metadata = load_baseline(path, target, name)
+        try:
+            params, metadata = load_baseline(path, target, name)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}. The shipped files cover {DEFAULT_TARGET}; for another target train the baseline with "
+                f"pudnet.baselines.train_baseline({name!r}, OUT, target=..., store=...) and pass weights_dir"
+            ) from None
         baselines[name] = FixedBaseline(name, params, metadata)
     baselines.update(scratch_baselines(target, epochs=scratch_epochs, labelled=("support",)))
     return baselines

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=20241, help="evaluation seed (that of `pudnet eval`)")
     ev.add_argument("--weights-dir", help="folder of <name>-<target>.safetensors (default: shipped)")
     ev.add_argument("--no-trained", action="store_true", help="leave out pretrained and ProtoNet")
+    ev.add_argument("--extra", action="append", default=[], metavar="NAME=FILE",
+                    help="also score the baseline weight file FILE under NAME (repeatable)")
     ev.add_argument("--scratch-epochs", type=_ints, default=(1, 5), help="comma list, e.g. 1,5,30; '' for none")
     ev.add_argument("--scratch-labelled", type=_words, default=("support", "all"),
                     help="support (the protocol's 10 labelled/class) and/or all (every group image labelled)")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from . import (
-        evaluate_baselines, format_baselines, load_baseline, load_baselines, scratch_baselines, train_baseline,
+        FixedBaseline, default_target, evaluate_baselines, format_baselines, load_baseline, load_baselines, scratch_baselines, train_baseline,
     )
     from .common import command_line
 
@@ -99,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..evaluate import EvalConfig
 
-    baselines = {} if args.no_trained else {
-        k: v for k, v in load_baselines(weights_dir=args.weights_dir).items()
-    }
+    baselines = {} if args.no_trained else load_baselines(weights_dir=args.weights_dir)
+    for item in args.extra:
+        name, _, path = item.partition("=")
+        params, metadata = load_baseline(path, default_target())
+        baselines[name] = FixedBaseline(name, params, metadata)
     baselines.update(scratch_baselines(
         epochs=args.scratch_epochs, labelled=args.scratch_labelled, optimisers=args.scratch_optimisers,
         lr=args.scratch_lr, batch_size=args.scratch_batch_size,

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .sampler import Episode, EpisodeSpec, class_members, sample_episode
+from . import native
+from .sampler import Episode, EpisodeSpec
 from .store import ImageStore
 
 
@@ -40,7 +41,11 @@ class TaskBatch:
 
 
 class EpisodeStream:
-    """Deterministic stream of tasks: episode ``i`` is a pure function of ``(seed, i)``."""
+    """Deterministic stream of tasks: episode ``i`` is a pure function of ``(seed, i)``.
+
+    Sampling and gathering run in the Rust core (:mod:`pudnet.data.native`) unless ``PUDNET_NATIVE=0``;
+    both paths give the same episodes bit for bit.
+    """
 
     def __init__(
         self, store: ImageStore, classes: list[int], spec: EpisodeSpec, seed: int,
@@ -48,23 +53,19 @@ class EpisodeStream:
     ):
         self.store, self.classes, self.spec, self.seed = store, sorted(classes), spec, seed
         self.query_store = query_store
-        self._members = class_members(store.labels)
-        self._query_members = class_members(query_store.labels) if query_store is not None else None
+        query_labels = None if query_store is None else query_store.labels
+        self.sampler = native.Sampler(store.labels, self.classes, spec, seed, query_labels=query_labels)
 
     def episode(self, index: int) -> Episode:
-        return sample_episode(
-            self.store.labels, self.classes, self.spec, self.seed, index,
-            None if self.query_store is None else self.query_store.labels,
-            members=self._members, query_members=self._query_members,
-        )
+        return self.sampler.episode(index)
 
     def batch(self, indices: list[int]) -> TaskBatch:
-        episodes = [self.episode(i) for i in indices]
-        return self.to_tensors(episodes)
-
-    def to_tensors(self, episodes: list[Episode]) -> TaskBatch:
+        episodes = self.sampler.batch(indices)
         query_store = self.query_store or self.store
-        sketch = self.store.tensor(np.stack([e.sketch for e in episodes]))
-        query = query_store.tensor(np.stack([e.query for e in episodes]))
-        classes = torch.from_numpy(np.stack([e.classes for e in episodes]))
-        return TaskBatch(sketch, query, classes, self.spec)
+        sketch = native.gather(self.store.images, episodes.sketch)
+        query = native.gather(query_store.images, episodes.query)
+        return TaskBatch(_as_float(sketch), _as_float(query), torch.from_numpy(episodes.classes), self.spec)
+
+
+def _as_float(images: np.ndarray) -> Tensor:
+    return torch.from_numpy(images).float().div_(255.0)

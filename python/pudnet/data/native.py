@@ -24,9 +24,10 @@ Queries from another store: ``Sampler(labels, pool, spec, seed, query_labels=oth
 ``batch.query`` from ``other.images``. The same functions exist one call at a time with the reference's
 signatures: :func:`sample_episode`, :func:`sample_episodes`. Episodes are pure functions of
 ``(seed, index)``, so any number of DataLoader workers or threads gives the same episodes; the Rust thread
-pool is fork safe (a forked DataLoader worker gets a fresh pool).
+pool is fork safe (a forked DataLoader worker gets a fresh pool) and a :class:`Sampler` pickles (spawned
+workers rebuild it).
 
-Loading data (all return numpy arrays that own their memory; images uint8 ``[N, C, H, W]``, labels int64)::
+Loading data (numpy arrays over the Rust buffers, no copy; images uint8 ``[N, C, H, W]``, labels int64)::
 
     native.read_idx(path)                                 # any IDX array (gzip or raw); read_idx_bytes(data)
     native.load_idx(images_path, labels_path)             # (images, labels)
@@ -174,6 +175,7 @@ class Sampler:
             raise ImportError(f"pudnet._native is not built ({import_error})")
         labels = _labels_i64(labels)
         query_labels = None if query_labels is None else _labels_i64(query_labels)
+        self._state = (labels, query_labels)
         if self.native:
             with _errors():
                 self._impl = _native.Sampler(labels, self.class_pool, spec.ways, spec.sketch, spec.support,
@@ -185,6 +187,10 @@ class Sampler:
             self._labels, self._query_labels = labels, query_labels
             self._members = class_members(labels)
             self._query_members = None if query_labels is None else class_members(query_labels)
+
+    def __reduce__(self):  # picklable (spawned DataLoader workers, DDP): rebuilt from its inputs
+        labels, query_labels = self._state
+        return (_rebuild_sampler, (labels, self.class_pool, self.spec, self.seed, query_labels, self.native))
 
     def episode(self, index: int) -> Episode:
         if self.native:
@@ -213,6 +219,10 @@ class Sampler:
 
     def episodes(self, indices: Iterable[int] | np.ndarray) -> list[Episode]:
         return self.batch(indices).episodes()
+
+
+def _rebuild_sampler(labels, class_pool, spec, seed, query_labels, use_native):
+    return Sampler(labels, class_pool, spec, seed, query_labels, native=use_native and _native is not None)
 
 
 def sample_episode(labels, class_pool, spec: EpisodeSpec, seed: int, index: int, query_labels=None, *,

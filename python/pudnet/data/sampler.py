@@ -46,8 +46,8 @@ class SplitMix64:
     """The sampler's random number generator (see the module docstring)."""
 
     def __init__(self, seed: int, index: int):
-        mixed = _finalise((seed + GOLDEN_GAMMA) & MASK64)
-        self.state = (mixed ^ index) & MASK64
+        mixed = _finalise((int(seed) + GOLDEN_GAMMA) & MASK64)
+        self.state = (mixed ^ int(index)) & MASK64
 
     def next(self) -> int:
         self.state = (self.state + GOLDEN_GAMMA) & MASK64

@@ -36,13 +36,26 @@ def count_launches() -> Iterator[Counter]:
         _COUNTERS.remove(counter)
 
 
+_IN_LAUNCH = 0
+
+
+def in_launch() -> bool:
+    """True while a Triton launch runs (torch ops the interpreter issues for it are not the path's own)."""
+    return _IN_LAUNCH > 0
+
+
 def launch(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel[grid](*args, **meta)``: counted, and marked ``triton::<name>`` in a torch profile."""
+    global _IN_LAUNCH
     name = getattr(getattr(kernel, "fn", kernel), "__name__", str(kernel))
     for counter in _COUNTERS:
         counter[name] += 1
-    with torch.profiler.record_function(f"triton::{name}"):
-        kernel[grid](*args, **meta)
+    _IN_LAUNCH += 1
+    try:
+        with torch.profiler.record_function(f"triton::{name}"):
+            kernel[grid](*args, **meta)
+    finally:
+        _IN_LAUNCH -= 1
 
 
 def buffer(shape, device, dtype=torch.float32) -> torch.Tensor:

@@ -190,9 +190,11 @@ def _gen_out_bwd_kernel(
             w = tl.load(w_base + oh_off + o0 * H, mask=m_oh, other=0.0)
             dc = tl.dot(tl.trans(w), dy, dc, input_precision="ieee")
             dw = tl.dot(dy, tl.trans(c), input_precision="ieee")
-            dw += tl.load(dw_base + oh_off + o0 * H, mask=m_oh & later, other=0.0)
+            db = tl.sum(dy, axis=1)
+            if later:  # a branch, not a masked load: with the masked load ptxas spills (sm_90, 32 registers)
+                dw += tl.load(dw_base + oh_off + o0 * H, mask=m_oh, other=0.0)
+                db += tl.load(db_base + o0 + ro, mask=omask, other=0.0)
             tl.store(dw_base + oh_off + o0 * H, dw, mask=m_oh)
-            db = tl.sum(dy, axis=1) + tl.load(db_base + o0 + ro, mask=omask & later, other=0.0)
             tl.store(db_base + o0 + ro, db, mask=omask)
         tl.store(part_off + n0, dc, mask=m_hn)
         # the next column chunk re-reads d out_w / d out_b written here
@@ -322,14 +324,24 @@ OVERRIDE: dict = {}
 
 
 def _config(n_cols: int) -> dict:
+    """Block sizes. ``ROWS`` output rows per grouped-GEMM program (the tile table's unit, shared by the
+    forward and the backward), walked in sub-tiles of ``BLOCK_O`` (forward) / ``BLOCK_O_BWD`` rows."""
     if interpreting():  # few, large blocks: the interpreter pays per operation, not per element
-        cfg = dict(BLOCK_O=128, SUB=4, BLOCK_N=min(256, max(16, next_pow2(n_cols))),
+        cfg = dict(ROWS=512, BLOCK_O=128, BLOCK_O_BWD=128, BLOCK_N=min(256, max(16, next_pow2(n_cols))),
                    BLOCK_B=16, BLOCK_J=128, BLOCK_E=128, BLOCK_R=64)
     else:
-        cfg = dict(BLOCK_O=64, SUB=16, BLOCK_N=min(128, max(16, next_pow2(n_cols))),
+        # Not timed yet (no GPU where this was written). Chosen from ahead-of-time sm_90 compiles (ptxas -v):
+        # the largest tiles that compile without register spills, 8 warps, no software pipelining.
+        cfg = dict(ROWS=1024, BLOCK_O=64, BLOCK_O_BWD=32, BLOCK_N=min(128, max(16, next_pow2(n_cols))),
                    BLOCK_B=16, BLOCK_J=64, BLOCK_E=32, BLOCK_R=32)
     cfg.update({k: v for k, v in OVERRIDE.items() if k in cfg})
+    for key in ("BLOCK_O", "BLOCK_O_BWD"):
+        if cfg["ROWS"] % cfg[key]:
+            raise ValueError(f"ROWS={cfg['ROWS']} must be a multiple of {key}={cfg[key]}")
     return cfg
+
+
+_LAUNCH_OPTS = dict(num_warps=8, num_stages=1)
 
 
 @dataclass
@@ -337,6 +349,7 @@ class _Plan:
     """Shape-dependent tables of one group, cached: the tile table of the grouped GEMM and the offsets."""
 
     sizes: tuple[int, ...]  # O_l
+    rows: int  # output rows per program
     tiles: int
     tile_layer: torch.Tensor  # int32 [T]
     tile_o0: torch.Tensor  # int32 [T]
@@ -378,7 +391,7 @@ def _plan(sizes: tuple[int, ...], batch: int, kk: int, hidden: int, rows_per_til
         return torch.tensor(out, dtype=torch.int64, device=device)
 
     i32 = dict(dtype=torch.int32, device=device)
-    plan = _Plan(sizes, len(tile_layer), torch.tensor(tile_layer, **i32), torch.tensor(tile_o0, **i32),
+    plan = _Plan(sizes, rows_per_tile, len(tile_layer), torch.tensor(tile_layer, **i32), torch.tensor(tile_o0, **i32),
                  torch.tensor(sizes, **i32), offsets(y_numel), offsets(w_numel), offsets(list(sizes)),
                  torch.tensor(starts, **i32), torch.tensor(counts, **i32), y_numel, w_numel)
     if len(_PLANS) >= _CACHE_MAX:
@@ -413,17 +426,18 @@ def generate_forward(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int):
     n_cols = batch * kk
     cfg = _config(n_cols)
     sizes = tuple(int(w.shape[0]) for w in out_w)
-    plan = _plan(sizes, batch, kk, hidden, cfg["BLOCK_O"] * cfg["SUB"], device)
+    plan = _plan(sizes, batch, kk, hidden, cfg["ROWS"], device)
     hp = _hidden_size(hidden)
     a = buffer((layers, batch, hidden * kk), device)
     c = buffer((layers, hidden, n_cols), device)
     launch(_gen_hidden_fwd_kernel, (layers,), codes, *codes.stride(), lin_w, lin_b, conv_w, conv_b, a, c,
            batch, emb, hidden, K=k, HP=hp, BLOCK_B=cfg["BLOCK_B"], BLOCK_J=cfg["BLOCK_J"],
-           BLOCK_E=cfg["BLOCK_E"], BLOCK_R=cfg["BLOCK_R"])
+           BLOCK_E=cfg["BLOCK_E"], BLOCK_R=cfg["BLOCK_R"], **_LAUNCH_OPTS)
     y = buffer((sum(plan.y_numel),), device)
     launch(_gen_out_fwd_kernel, (plan.tiles,), c, plan.tile_layer, plan.tile_o0, plan.o_tab, plan.y_off,
            _ptr_table(out_w, device, cache=True), _ptr_table(out_b, device, cache=True), y, batch, hidden,
-           KK=kk, HP=hp, BLOCK_O=cfg["BLOCK_O"], SUB=cfg["SUB"], BLOCK_N=cfg["BLOCK_N"])
+           KK=kk, HP=hp, BLOCK_O=cfg["BLOCK_O"], SUB=cfg["ROWS"] // cfg["BLOCK_O"], BLOCK_N=cfg["BLOCK_N"],
+           **_LAUNCH_OPTS)
     raws = [part.view(batch, o, k, k) for part, o in zip(y.split(plan.y_numel), sizes)]
     return raws, a, c, plan
 
@@ -435,6 +449,8 @@ def generate_backward(draws, codes, lin_w, conv_w, a, c, out_w, k: int, plan: _P
     hidden, kk = conv_w.shape[1], k * k
     n_cols = batch * kk
     cfg = _config(n_cols)
+    if plan.rows % cfg["BLOCK_O_BWD"]:
+        raise ValueError(f"the forward's {plan.rows} rows per program are not a multiple of BLOCK_O_BWD")
     hp = _hidden_size(hidden)
     dws = buffer((sum(plan.w_numel),), device)
     dbs = buffer((sum(plan.sizes),), device)
@@ -442,7 +458,8 @@ def generate_backward(draws, codes, lin_w, conv_w, a, c, out_w, k: int, plan: _P
     launch(_gen_out_bwd_kernel, (plan.tiles,), c, plan.tile_layer, plan.tile_o0, plan.o_tab,
            _ptr_table(out_w, device, cache=True), _ptr_table(draws, device, cache=False), plan.w_off, plan.b_off,
            dws, dbs, part, batch, hidden,
-           KK=kk, HP=hp, BLOCK_O=cfg["BLOCK_O"], SUB=cfg["SUB"], BLOCK_N=cfg["BLOCK_N"])
+           KK=kk, HP=hp, BLOCK_O=cfg["BLOCK_O_BWD"], SUB=plan.rows // cfg["BLOCK_O_BWD"],
+           BLOCK_N=cfg["BLOCK_N"], **_LAUNCH_OPTS)
     dpre = buffer((layers, hidden, n_cols), device)
     da = buffer((layers, batch, hidden * kk), device)
     dcodes = buffer((batch, layers, emb), device)
@@ -453,7 +470,7 @@ def generate_backward(draws, codes, lin_w, conv_w, a, c, out_w, k: int, plan: _P
     launch(_gen_hidden_bwd_kernel, (layers,), codes, *codes.stride(), lin_w, conv_w, a, c,
            part, plan.tile_start, plan.tile_count, dpre, da, dcodes, dlin_w, dlin_b, dconv_w, dconv_b,
            batch, emb, hidden, layers, K=k, HP=hp, BLOCK_B=cfg["BLOCK_B"], BLOCK_J=cfg["BLOCK_J"],
-           BLOCK_E=cfg["BLOCK_E"], BLOCK_R=cfg["BLOCK_R"])
+           BLOCK_E=cfg["BLOCK_E"], BLOCK_R=cfg["BLOCK_R"], **_LAUNCH_OPTS)
     d_out_w = [g.view(o, hidden) for g, o in zip(dws.split(plan.w_numel), plan.sizes)]
     d_out_b = list(dbs.split(list(plan.sizes)))
     return dcodes, dlin_w, dlin_b, dconv_w, dconv_b, d_out_w, d_out_b
@@ -496,6 +513,8 @@ def generate_triton(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int) -
     out_w, out_b = list(out_w), list(out_b)
     batch, layers, emb = codes.shape
     hidden = conv_w.shape[1]
+    if layers == 0:
+        return []
     if len(out_w) != layers or len(out_b) != layers:
         raise ValueError(f"{layers} layers in codes but {len(out_w)} out_w and {len(out_b)} out_b")
     if tuple(lin_w.shape) != (layers, emb, hidden * k * k) or tuple(lin_b.shape) != (layers, hidden * k * k):
