@@ -14,6 +14,7 @@ demo: build fashion-mnist
 	$(VENV)/bin/pudnet eval --groups $(GROUPS)
 
 test: build fashion-mnist
+	PYO3_PYTHON=$(PY) cargo test --quiet
 	$(PY) -m pytest -q
 
 bench: build fashion-mnist

@@ -21,10 +21,6 @@ When both sides of a pair ran, the ratios are merged into ``benchmarks/results/s
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +29,7 @@ import pytest
 import torch
 
 from pudnet.data import datasets, native
+from pudnet.report import machine, merge_summary
 from pudnet.data.sampler import EpisodeSpec, class_members, sample_episode
 
 pytestmark = pytest.mark.skipif(not native.available, reason="pudnet._native not built")
@@ -218,16 +215,6 @@ PAIRS = {
 }
 
 
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} CPUs (nproc), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
-
-
 def record_summary(results: dict[str, dict], path: Path = SUMMARY, command: str | None = None) -> dict:
     """Merge the ratios of every pair measured into ``path`` (keeps other keys); returns the new entries."""
     command = command or "python -m pytest " + " ".join(sys.argv[1:])
@@ -240,12 +227,7 @@ def record_summary(results: dict[str, dict], path: Path = SUMMARY, command: str 
                             "vs_value": round(y["value"], 3), "ratio": round(x["value"] / y["value"], 3),
                             "command": command, "date": date, "machine": machine(), "what": x["label"]}
     if entries:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        current = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
-        current.update(entries)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        merge_summary(entries, path)
     return entries
 
 

@@ -109,7 +109,7 @@ def test_gradient_centralisation_zeroes_the_mean_over_inputs():
     torch.testing.assert_close(b.grad, before)  # vectors untouched
 
 
-def test_shipped_weights_load_and_beat_the_floor(fashion_train, fashion_test):
+def test_shipped_weights_load_and_beat_the_floor_on_training_classes(fashion_train, fashion_test):
     """On held-out images of the training classes both shipped baselines are far above a random-init
     ConvNet-3 (~92% / ~89% vs ~78%). On the unseen classes 6-9 the random-init floor is itself ~89-90% and
     the gaps are a few points at most (benchmarks/NOTES.md, "## Baselines", 100 groups), which 5 groups
@@ -122,12 +122,12 @@ def test_shipped_weights_load_and_beat_the_floor(fashion_train, fashion_test):
         assert_spec_shapes(baseline(None), target)
         assert baseline.metadata["baseline"] == name
     _, val = split_train_val(fashion_train, [0, 1, 2, 3, 4, 5])
-    validation = Validation(val, [0, 1, 2, 3, 4, 5], groups=4, spec=EpisodeSpec(4, 50, 10, 20))
+    validation = Validation(val, [0, 1, 2, 3, 4, 5], groups=3, spec=EpisodeSpec(4, 20, 10, 10))
     floor = validation.score(target, target.random_params(torch.Generator().manual_seed(0)))
     for name, baseline in fixed.items():
         assert validation.score(target, baseline.params) > floor + 0.05, name
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        result = evaluate_baselines(fixed, EvalConfig(groups=5, sketch=50, query=20), fashion_train,
+        result = evaluate_baselines(fixed, EvalConfig(groups=5, sketch=20, query=10), fashion_train,
                                     fashion_test, target, progress=False)
     acc = result["accuracy"]
     for name in ("random_init", "pretrained", "protonet"):

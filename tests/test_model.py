@@ -66,9 +66,9 @@ def test_generated_matrices_are_well_conditioned(small_fashion):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"use_ahru": False}, {"loss": "metric"}, {"loss": "no_kl"}, {"weight_mode": "residual"},
+    [{}, {"use_ahru": False}, {"loss": "metric"}, {"loss": "no_kl"}, {"weight_mode": "residual"}, {"weight_mode": "frozen_base"},
      {"sketch_support": True}],
-    ids=["paper", "no-ahru", "metric-only", "no-kl", "residual", "sketch-support"],
+    ids=["paper", "no-ahru", "metric-only", "no-kl", "residual", "frozen-base", "sketch-support"],
 )
 def test_every_variant_trains_end_to_end(small_fashion, overrides):
     net = tiny(**overrides)

@@ -89,13 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--classes", type=_classes, default=[6, 7, 8, 9], metavar="IDS")
     evaluate.add_argument("--seed", type=int, default=20241)
     evaluate.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
+    evaluate.add_argument(
+        "--no-baselines", action="store_true",
+        help="skip the shipped pretrained / ProtoNet baselines (scored on the same groups by default)",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data(evaluate)
     _add_threads(evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks (prediction latency, kernels)")
     bench.add_argument("what", choices=["predict", "kernels"], help="what to benchmark")
-    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--repeats", type=int, default=20, help="timed runs per case (predict)")
+    bench.add_argument("--targets", default="convnet3,resnet18,resnet34", help="kernels: targets to size for")
+    bench.add_argument("--summary-json", metavar="FILE", help="kernels: merge the launch counts into FILE")
     _add_threads(bench)
 
     data = commands.add_parser("data", help="describe a dataset (images, shape, images per class)")
@@ -152,7 +158,12 @@ def cmd_eval(args) -> None:
     net = PudNet.from_pretrained(args.checkpoint)
     config = EvalConfig(groups=args.groups, classes=args.classes, seed=args.seed)
     evaluator = Evaluator(datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data), config)
-    result = evaluator.run(net, progress=not args.quiet)
+    baselines = {}
+    if not args.no_baselines:
+        from .baselines import load_baselines
+
+        baselines = load_baselines(net.target)
+    result = evaluator.run(net, progress=not args.quiet, baselines=baselines)
     print(f"PudNet ({args.checkpoint}, target {net.config.target}) on unseen classes {args.classes}")
     print(format_report(result, LABELS))
     if args.json:
@@ -163,6 +174,8 @@ LABELS = {
     "pudnet": "PudNet, weights from the group's own dataset",
     "pudnet_foreign_sketch": "PudNet, weights from a training-class dataset",
     "random_init": "random-init ConvNet + centroids (floor)",
+    "pretrained": "pretrained (CE on the training classes) + centroids",
+    "protonet": "ProtoNet (cosine) + centroids",
 }
 
 
@@ -170,7 +183,7 @@ def cmd_bench(args) -> None:
     if args.what == "kernels":
         from .kernels.bench import run_kernel_bench
 
-        run_kernel_bench()
+        run_kernel_bench(targets=args.targets.split(","), summary_json=args.summary_json)
     else:
         from .bench import predict_latency
 

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the pretrained or ProtoNet baseline on the training classes",
                            description="Train a baseline of the target on Fashion-MNIST's training classes "
-                           "(model selection on the held-out last 10%% of their training images only) and "
+                           "(model selection on the held-out last 10% of their training images only) and "
                            "write its weights as safetensors.")
     train.add_argument("name", choices=["pretrained", "protonet"])
     train.add_argument("--out", required=True, help="safetensors file to write")
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="score random-init, the shipped baselines and scratch training on the "
                         "evaluation protocol's groups of unseen classes",
-                        description="Accuracy ± 95%% CI of random-init, pretrained, ProtoNet and from-scratch "
+                        description="Accuracy ± 95% CI of random-init, pretrained, ProtoNet and from-scratch "
                         "training on the same groups as `pudnet eval`, with seconds per group.")
     ev.add_argument("--groups", type=int, default=100)
     ev.add_argument("--seed", type=int, default=20241, help="evaluation seed (that of `pudnet eval`)")
@@ -67,11 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import torch
 
     from . import (
-        FixedBaseline, default_target, evaluate_baselines, format_baselines, load_baseline, load_baselines, scratch_baselines, train_baseline,
+        FixedBaseline, default_target, evaluate_baselines, format_baselines, load_baseline, load_baselines,
+        scratch_baselines, train_baseline,
     )
     from .common import command_line
 
@@ -86,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..data import datasets
 
     if args.command == "train":
-        names = {"epochs": "epochs", "batch_size": "batch_size", "steps": "steps", "distance": "distance",
-                 "val_every": "val_every", "lr": "lr", "seed": "seed", "val_groups": "val_groups"}
-        overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+        options = ("epochs", "batch_size", "steps", "distance", "val_every", "lr", "seed", "val_groups")
+        overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
         if args.no_bf16:
             overrides["bf16"] = False
+        only = {"pretrained": {"steps", "distance", "val_every"}, "protonet": {"epochs", "batch_size"}}
+        wrong = sorted(only[args.name] & set(overrides))
+        if wrong:
+            parser.error(f"{', '.join('--' + w.replace('_', '-') for w in wrong)} do(es) not apply to {args.name}")
         _, info = train_baseline(
             args.name, args.out, store=datasets.fashion_mnist("train", args.data), progress=not args.quiet,
             command=command_line(), **overrides,

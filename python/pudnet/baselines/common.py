@@ -41,12 +41,13 @@ def split_train_val(
     store: ImageStore, classes: list[int], val_fraction: float = 0.1
 ) -> tuple[ImageStore, ImageStore]:
     """The images of ``classes`` split per class: the first ``1 − val_fraction`` (ascending index) for
-    training, the last ``val_fraction`` held out for model selection. Deterministic, no randomness."""
+    training, the last ``val_fraction`` held out for model selection. Deterministic, no randomness; the
+    same held-out images as :func:`pudnet.train.holdout_split` (PudNet's own validation pool)."""
     members = class_members(store.labels)
     train, val = [], []
     for c in sorted(classes):
         found = members.get(int(c), [])
-        held = int(round(len(found) * val_fraction))
+        held = int(len(found) * val_fraction)
         if held < 1 or held >= len(found):
             raise ValueError(f"{store.source}: class {c} has {len(found)} images, too few to hold out "
                              f"{val_fraction:.0%} for validation")

@@ -16,7 +16,7 @@ from . import native
 from .idx import read_idx  # noqa: F401  (the pure-Python reference reader, kept importable here)
 from .store import DataError, ImageStore
 
-__all__ = ["fashion_mnist", "idx", "mnist"]
+__all__ = ["cifar", "fashion_mnist", "idx", "image_folder", "mnist"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = {

@@ -25,7 +25,6 @@ import datetime as _dt
 import importlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -232,18 +231,9 @@ def _gpu_median_ms(fn) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        desc = f"{torch.cuda.get_device_name(0)}; " + desc
-    return desc
+    from pudnet.report import machine as describe
+
+    return describe()
 
 
 def run_kernel_bench(targets=TARGETS, batches=BATCHES, cpu_reps: int = 5, gpu: bool | None = None,
@@ -380,22 +370,9 @@ def summary_entries(result: dict, command: str = "pudnet bench kernels") -> dict
 
 
 def merge_summary(path: str | os.PathLike, entries: dict) -> None:
-    """Merge ``entries`` into the JSON object at ``path`` under a lock (others write other keys)."""
-    import fcntl
+    from pudnet.report import merge_summary as merge
 
-    import hashlib
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"pudnet-summary-{digest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
-        data.update(entries)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+    merge(entries, path)
 
 
 def format_counts_table(result: dict) -> str:

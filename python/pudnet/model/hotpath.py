@@ -1,7 +1,8 @@
 """PudNet's hot path — the AHRU recurrence and the weight-generator convolutions — in eager PyTorch.
 
 These functions are the numerical contract the Triton kernels in ``pudnet.kernels`` match. ``ahru`` and
-``generate`` dispatch: CUDA tensors take the Triton path, CPU tensors the eager one, and
+``generate`` dispatch: CUDA tensors take the Triton path (when triton is installed; the kernels compute in
+fp32, so float64 tensors stay on the eager path), CPU tensors the eager one, and
 ``use_triton(True)`` (or ``PUDNET_TRITON=1``) forces Triton everywhere (on CPU under
 ``TRITON_INTERPRET=1``); ``use_triton(False)`` (or ``PUDNET_TRITON=0``) forces eager.
 """

@@ -16,7 +16,7 @@ from . import hotpath
 from .generators import WeightGenerators
 from .sketch import SketchEncoder
 
-WEIGHT_MODES = ("paper", "residual")
+WEIGHT_MODES = ("paper", "residual", "frozen_base")
 LOSSES = ("full", "metric", "no_kl")
 
 
@@ -32,9 +32,14 @@ class PudNetConfig:
     sketch_dim: int = 256
     alpha: float = 0.3  # initial residual connection r' = (1 - α) r + α e
     use_ahru: bool = True  # ablation: False sends the embedding straight into every generator
-    weight_mode: str = "paper"  # "paper": W = G(r'); "residual": W = base + β·G(r'), β starting small
+    # "paper": W = G(r'); "residual": W = base + β·G(r') with a learned base and β starting small;
+    # "frozen_base": the same with the base fixed at a random (Kaiming) initialisation
+    weight_mode: str = "paper"
     residual_init: float = 0.1
     sketch_support: bool = False  # the sketch also sees class prototypes of the labelled samples
+    # at prediction, decorrelate the last convolution's output channels on the dataset (closed form; ConvNet-3)
+    whiten: bool = False
+    whiten_shrinkage: float = 0.1
     num_train_classes: int = 6  # the auxiliary full-classification head (training only)
     loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
     tau_init: float = 10.0
@@ -92,9 +97,14 @@ class PudNet(nn.Module):
         self.embed = nn.Linear(sketch_features, config.embedding_dim)
         self.ahru = AHRU(config.embedding_dim, config.alpha) if config.use_ahru else None
         self.generators = WeightGenerators(self.specs, config.embedding_dim, config.generator_hidden)
-        if config.weight_mode == "residual":
+        if config.weight_mode != "paper":
             base = self.target.random_params(torch.Generator().manual_seed(0))
-            self.base = nn.ParameterDict({_key(s.name): nn.Parameter(base[s.name]) for s in self.specs})
+            if config.weight_mode == "residual":
+                self.base = nn.ParameterDict({_key(s.name): nn.Parameter(base[s.name]) for s in self.specs})
+            else:
+                self.base = nn.Module()
+                for spec in self.specs:
+                    self.base.register_buffer(_key(spec.name), base[spec.name])
             self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
         self.head = nn.Linear(self.target.feature_dim, config.num_train_classes)
         log_tau = torch.tensor(math.log(config.tau_init))
@@ -147,9 +157,9 @@ class PudNet(nn.Module):
             delta = flat.view_as(raw) * math.sqrt(2.0 / spec.fan_in)
         else:
             delta = raw
-        if self.config.weight_mode == "residual":
+        if self.config.weight_mode != "paper":
             scale = self.residual_scale[i] if spec.is_matrix else 1.0
-            return self.base[_key(spec.name)].unsqueeze(0) + scale * delta
+            return getattr(self.base, _key(spec.name)).unsqueeze(0) + scale * delta
         return delta + 1.0 if spec.kind == "bn_weight" else delta
 
     @torch.no_grad()
@@ -159,6 +169,8 @@ class PudNet(nn.Module):
         self._check_images(images)
         weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
         params = self.params_of(weights, 0)
+        if self.config.whiten:
+            params = self.target.whiten_last_conv(params, images, self.config.whiten_shrinkage)
         _, stats = self.target.forward(params, images)
         return params, stats
 

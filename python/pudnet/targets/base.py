@@ -69,6 +69,9 @@ class Target:
         """Features ``[N, feature_dim]`` and the BatchNorm statistics used."""
         raise NotImplementedError
 
+    def whiten_last_conv(self, params: Params, x: Tensor, shrinkage: float = 0.1) -> Params:
+        raise NotImplementedError(f"whitening of the last convolution is not implemented for {self.name}")
+
     def module(self) -> nn.Module:
         """A fresh ``torch.nn.Module`` of this architecture whose state-dict names match ``specs``."""
         raise NotImplementedError
