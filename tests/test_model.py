@@ -120,3 +120,11 @@ def test_unknown_config_keys_are_rejected():
         PudNetConfig.from_dict({"embedding": 3})
     with pytest.raises(ValueError, match="weight_mode"):
         PudNetConfig(weight_mode="magic")
+
+
+def test_presets_name_the_paper_and_the_shipped_configuration():
+    assert PudNetConfig.preset("paper") == PudNetConfig()
+    shipped = PudNetConfig.preset("residual-prototypes")
+    assert shipped.weight_mode == "residual" and shipped.sketch_support
+    with pytest.raises(ValueError, match="unknown PudNet preset"):
+        PudNetConfig.preset("best")

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
+        "--preset", default="paper", help="named PudNet configuration: paper (default), residual-prototypes",
+    )
+    train.add_argument(
         "--model", default="{}", metavar="JSON",
         help='PudNet config overrides, e.g. \'{"target": "resnet18", "weight_mode": "residual", '
         '"use_ahru": false, "loss": "metric"}\' (see pudnet.PudNetConfig)',
@@ -138,7 +141,7 @@ def cmd_train(args) -> None:
     from .model.pudnet import PudNetConfig
     from .train import TrainConfig, train
 
-    model_config = PudNetConfig.from_dict({**PudNetConfig().to_dict(), **json.loads(args.model)})
+    model_config = PudNetConfig.from_dict({**PudNetConfig.preset(args.preset).to_dict(), **json.loads(args.model)})
     config = TrainConfig(
         steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
         train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,

@@ -55,12 +55,28 @@ class PudNetConfig:
         return asdict(self)
 
     @classmethod
+    def preset(cls, name: str, **overrides) -> "PudNetConfig":
+        """A named configuration (:data:`PRESETS`) with ``overrides``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown PudNet preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
     def from_dict(cls, data: dict) -> "PudNetConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown PudNet config keys: {sorted(unknown)}")
         return cls(**data)
+
+
+PRESETS: dict[str, dict] = {
+    # the paper as written: weights generated outright, the sketch of the images alone
+    "paper": {},
+    # the shipped default: a base (started from the CE-pretrained baseline, `pudnet train --base-from`) plus
+    # a dataset-conditioned residual; the sketch also sees the class prototypes of the labelled samples
+    "residual-prototypes": {"weight_mode": "residual", "sketch_support": True},
+}
 
 
 class AHRU(nn.Module):
