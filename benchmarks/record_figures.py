@@ -15,26 +15,26 @@ from pudnet.report import figure, merge_summary
 LATENCY_TARGET_MS = {"convnet3": 10.0, "resnet18": 100.0}
 
 
-def eval_figures(result: dict, command: str) -> dict:
+def eval_figures(result: dict, command: str, prefix: str = "fashion_unseen") -> dict:
     acc = result["accuracy"]
     groups = result["groups"]
     entries = {}
     for name in acc:
         if name == "pudnet":
             continue
-        entries[f"fashion_unseen.pudnet_vs_{name}"] = figure(
-            acc["pudnet"]["mean"], f"top-1 % on unseen Fashion-MNIST classes, {groups} groups "
+        entries[f"{prefix}.pudnet_vs_{name}"] = figure(
+            acc["pudnet"]["mean"], f"top-1 % ({prefix}), {groups} groups "
             f"(±{acc['pudnet']['ci95']:.2f} vs ±{acc[name]['ci95']:.2f} 95% CI)",
             name, acc[name]["mean"], command)
     diff = result["own_minus_foreign"]
-    entries["fashion_unseen.own_minus_foreign_sketch"] = figure(
-        diff["mean"], f"paired top-1 points, own sketch − training-class sketch (±{diff['ci95']:.2f} 95% CI)",
+    entries[f"{prefix}.own_minus_foreign_sketch"] = figure(
+        diff["mean"], f"paired top-1 points, own sketch − foreign-class sketch (±{diff['ci95']:.2f} 95% CI)",
         "zero (sketch ignored)", 0.0, command)
     spread = result["weight_spread"]
-    entries["fashion_unseen.weight_spread_between_vs_within"] = figure(
-        spread["between"], "relative spread of predicted weights between unseen- and training-class datasets",
-        "within unseen-class datasets", spread["within_unseen"], command)
-    entries["fashion_unseen.median_prediction_ms"] = figure(
+    entries[f"{prefix}.weight_spread_between_vs_within"] = figure(
+        spread["between"], "relative spread of predicted weights between evaluated and foreign-class datasets",
+        "within the evaluated datasets", spread["within_unseen"], command)
+    entries[f"{prefix}.median_prediction_ms"] = figure(
         1000 * result["median_prediction_s"], "ms per prediction (weights + the dataset's BatchNorm statistics)",
         "weights-only latency target", LATENCY_TARGET_MS["convnet3"], command)
     return entries
@@ -76,10 +76,13 @@ def main() -> None:
     parser.add_argument("kind", choices=["eval", "predict", "train"])
     parser.add_argument("file")
     parser.add_argument("--command", required=True, help="the command that produced FILE")
+    parser.add_argument("--prefix", default="fashion_unseen", help="eval: key prefix (e.g. mnist_cross_domain)")
     args = parser.parse_args()
     data = json.loads(open(args.file).read())
-    make = {"eval": eval_figures, "predict": predict_figures, "train": train_figures}[args.kind]
-    entries = make(data, args.command)
+    if args.kind == "eval":
+        entries = eval_figures(data, args.command, args.prefix)
+    else:
+        entries = {"predict": predict_figures, "train": train_figures}[args.kind](data, args.command)
     merge_summary(entries)
     for name, e in entries.items():
         print(f"{name}: {e['value']:.3f} vs {e['vs']} {e['vs_value']:.3f}")
