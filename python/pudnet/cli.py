@@ -141,7 +141,11 @@ def cmd_train(args) -> None:
     from .model.pudnet import PudNetConfig
     from .train import TrainConfig, train
 
-    model_config = PudNetConfig.from_dict({**PudNetConfig.preset(args.preset).to_dict(), **json.loads(args.model)})
+    try:
+        overrides = json.loads(args.model)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model is not valid JSON ({e}): {args.model!r}") from None
+    model_config = PudNetConfig.from_dict({**PudNetConfig.preset(args.preset).to_dict(), **overrides})
     config = TrainConfig(
         steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
         train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
