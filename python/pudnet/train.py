@@ -16,7 +16,8 @@ from .data import datasets
 from .data.episodes import EpisodeStream
 from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
-from .data.store import ImageStore, with_rotated_classes
+from .data.sampler import class_members
+from .data.store import ImageStore, hold_out, with_rotated_classes
 from .model.losses import meta_batch_losses
 from .model.pudnet import PudNet, PudNetConfig
 
@@ -75,16 +76,15 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def holdout_split(store: ImageStore, classes: list[int], fraction: float) -> tuple[ImageStore, ImageStore, ImageStore]:
-    """(meta-training images, validation sketch images, validation query images): the last ``fraction`` of
-    each class's images (in file order) are held out and split alternately into sketch and query halves."""
-    train, sketch, query = [], [], []
-    for c in classes:
-        members = np.flatnonzero(store.labels == c)
-        held = int(len(members) * fraction)
-        train.append(members[: len(members) - held])
-        sketch.append(members[len(members) - held :: 2][: (held + 1) // 2])
-        query.append(members[len(members) - held + 1 :: 2])
-    return tuple(store.subset(np.sort(np.concatenate(part))) for part in (train, sketch, query))
+    """(meta-training images, validation sketch images, validation query images): the held-out last
+    ``fraction`` of each class (:func:`hold_out`) split alternately into sketch and query halves."""
+    kept, held = hold_out(store, classes, fraction)
+    halves = ([], [])
+    for members in class_members(held.labels).values():
+        halves[0].extend(members[0::2])
+        halves[1].extend(members[1::2])
+    sketch, query = (held.subset(np.sort(np.asarray(h, dtype=np.int64))) for h in halves)
+    return kept, sketch, query
 
 
 class Validator:

@@ -16,8 +16,8 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, atomic_save, read_safetensors
 from ..data.episodes import EpisodeStream
-from ..data.sampler import EpisodeSpec, class_members
-from ..data.store import ImageStore
+from ..data.sampler import EpisodeSpec
+from ..data.store import ImageStore, hold_out
 from ..targets import make_target
 from ..targets.base import Params, Target
 
@@ -40,21 +40,9 @@ def target_from_config(config: dict) -> Target:
 def split_train_val(
     store: ImageStore, classes: list[int], val_fraction: float = 0.1
 ) -> tuple[ImageStore, ImageStore]:
-    """The images of ``classes`` split per class: the first ``1 − val_fraction`` (ascending index) for
-    training, the last ``val_fraction`` held out for model selection. Deterministic, no randomness; the
-    same held-out images as :func:`pudnet.train.holdout_split` (PudNet's own validation pool)."""
-    members = class_members(store.labels)
-    train, val = [], []
-    for c in sorted(classes):
-        found = members.get(int(c), [])
-        held = int(len(found) * val_fraction)
-        if held < 1 or held >= len(found):
-            raise ValueError(f"{store.source}: class {c} has {len(found)} images, too few to hold out "
-                             f"{val_fraction:.0%} for validation")
-        train += found[: len(found) - held]
-        val += found[len(found) - held :]
-    as_idx = lambda xs: np.asarray(sorted(xs), dtype=np.int64)  # noqa: E731
-    return store.subset(as_idx(train)), store.subset(as_idx(val))
+    """Training and validation images of ``classes``: :func:`pudnet.data.store.hold_out`, the same held-out
+    images as PudNet's own validation (:func:`pudnet.train.holdout_split`)."""
+    return hold_out(store, classes, val_fraction)
 
 
 def params_from_module(module: nn.Module, target: Target) -> Params:

@@ -81,3 +81,20 @@ def with_rotated_classes(store: ImageStore, classes: list[int], turns: tuple[int
         labels.append(store.labels[keep] + 1000 * t)
     enlarged = ImageStore(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), store.source)
     return enlarged, sorted(classes) + [c + 1000 * t for t in turns for c in sorted(classes)]
+
+
+def hold_out(store: ImageStore, classes: list[int], fraction: float) -> tuple[ImageStore, ImageStore]:
+    """The images of ``classes`` split per class: the first ``1 − fraction`` (ascending index) and the last
+    ``fraction``, held out for model selection. Deterministic."""
+    members = class_members(store.labels)
+    kept, held = [], []
+    for c in sorted(classes):
+        found = members.get(int(c), [])
+        count = int(len(found) * fraction)
+        if count < 1 or count >= len(found):
+            raise DataError(f"{store.source}: class {c} has {len(found)} images, too few to hold out "
+                            f"{fraction:.0%} for validation")
+        kept += found[: len(found) - count]
+        held += found[len(found) - count :]
+    as_index = lambda xs: np.asarray(sorted(xs), dtype=np.int64)  # noqa: E731
+    return store.subset(as_index(kept)), store.subset(as_index(held))
