@@ -2,7 +2,8 @@
 `python -m pytest benchmarks/bench_predict.py --benchmark-only`.
 
 Targets (issue 2): a 400-image dataset in ≤ 10 ms for ConvNet-3 and ≤ 100 ms for ResNet-18.
-"weights" is the hypernetwork's forward pass alone; "module" adds the target's BatchNorm statistics
+"weights" is the hypernetwork's forward pass alone (`PudNet.predict_weights`), in bf16 autocast (the
+default, as in meta-training) and in float32 side by side; "module" adds the target's BatchNorm statistics
 on the dataset and the export to a torch.nn.Module.
 """
 
@@ -17,13 +18,13 @@ def data():
     return dataset(400)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
 @pytest.mark.parametrize("target", ["convnet3", "resnet18"])
-def test_predict_weights(benchmark, target, data):
+def test_predict_weights(benchmark, target, precision, data):
     net = latency_model(target)
     benchmark.group = f"predict-{target}"
-    with torch.no_grad():
-        weights = benchmark(lambda: net(data.unsqueeze(0)))
-    assert len(weights) == len(net.specs)
+    params = benchmark(lambda: net.predict_weights(data, bf16=precision == "bf16"))
+    assert len(params) == len(net.specs)
 
 
 @pytest.mark.parametrize("target", ["convnet3", "resnet18"])

@@ -48,10 +48,14 @@ def predict_figures(bench: dict, command: str) -> dict:
     medians = bench_medians(bench)
     entries = {}
     for target, target_ms in LATENCY_TARGET_MS.items():
-        weights = 1000 * medians[f"test_predict_weights[{target}]"]
+        weights = 1000 * medians[f"test_predict_weights[{target}-bf16]"]
+        fp32 = 1000 * medians[f"test_predict_weights[{target}-fp32]"]
         module = 1000 * medians[f"test_predict_module[{target}]"]
         entries[f"predict_latency.{target}.weights_ms"] = figure(
-            weights, "ms, median, 400-image dataset, hypernetwork forward only", "target", target_ms, command)
+            weights, "ms, median, 400-image dataset, hypernetwork forward only (bf16 autocast)", "target",
+            target_ms, command)
+        entries[f"predict_latency.{target}.weights_bf16_vs_fp32_ms"] = figure(
+            weights, "ms, median, 400-image dataset, hypernetwork forward, bf16 autocast", "float32", fp32, command)
         entries[f"predict_latency.{target}.module_ms"] = figure(
             module, "ms, median, 400-image dataset, weights + BatchNorm statistics + nn.Module",
             "weights only", weights, command)

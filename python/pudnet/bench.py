@@ -32,14 +32,18 @@ def time_call(fn, repeats: int) -> list[float]:
 
 
 def predict_latency(repeats: int = 20, images: int = 400) -> str:
-    """Median milliseconds for the weights alone (sketch + AHRU + generators) and for ``predict`` (weights,
-    the dataset's BatchNorm statistics, the exported module)."""
+    """Median milliseconds for the weights alone (sketch + AHRU + generators; bf16 autocast, the default,
+    and float32) and for ``predict`` (weights, the dataset's BatchNorm statistics, the exported module)."""
     data = dataset(images)
     lines = [f"median of {repeats} runs, {images}-image dataset, {torch.get_num_threads()} threads"]
     for name in TARGETS:
         net = latency_model(name)
-        with torch.no_grad():
-            weights = statistics.median(time_call(lambda: net(data.unsqueeze(0)), repeats))
+        bf16, fp32 = (
+            statistics.median(time_call(lambda: net.predict_weights(data, bf16=flag), repeats)) for flag in (True, False)
+        )
         module = statistics.median(time_call(lambda: net.predict(data), repeats))
-        lines.append(f"  {name:<10} weights {1000 * weights:8.1f} ms   ready module {1000 * module:8.1f} ms")
+        lines.append(
+            f"  {name:<10} weights {1000 * bf16:8.1f} ms (float32 {1000 * fp32:.1f} ms)   "
+            f"ready module {1000 * module:8.1f} ms"
+        )
     return "\n".join(lines)

@@ -53,8 +53,24 @@ class GeneratorGroup(nn.Module):
     def forward(self, codes: Tensor) -> list[Tensor]:
         """``codes`` [B, L_group, E] → raw outputs ``[B, rows_l, k, k]`` per layer."""
         return hotpath.generate(
-            codes, self.lin_w, self.lin_b, self.conv_w, self.conv_b, list(self.out_w), list(self.out_b), self.k
+            codes, self.lin_w, self.lin_b, self.conv_w, self.conv_b, self._out_weights(codes), list(self.out_b),
+            self.k,
         )
+
+    def _out_weights(self, codes: Tensor) -> list[Tensor]:
+        """The output projections, as low-precision copies kept between calls under autocast without grad.
+
+        They hold ~3.5× as many numbers as the weights they generate (40 M for a ResNet-18); casting them
+        anew on every prediction took a quarter of ResNet-18's prediction time.
+        """
+        device = codes.device.type
+        if torch.is_grad_enabled() or not torch.is_autocast_enabled(device):
+            return list(self.out_w)
+        dtype = torch.get_autocast_dtype(device)
+        key = (dtype, *((w.data_ptr(), w._version) for w in self.out_w))
+        if getattr(self, "_cast_key", None) != key:
+            self._cast, self._cast_key = [w.detach().to(dtype) for w in self.out_w], key
+        return self._cast
 
 
 class WeightGenerators(nn.Module):

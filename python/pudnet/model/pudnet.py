@@ -166,32 +166,57 @@ class PudNet(nn.Module):
         return [self._finalise(i, raw) for i, raw in enumerate(raws)]
 
     def _finalise(self, i: int, raw: Tensor) -> Tensor:
+        """A generator's raw output → the parameter: matrices standardised to He scale (times the residual
+        scale and added to the base in the residual modes); vectors are offsets (to 1 for BatchNorm weights).
+
+        The standardisation is folded into one multiply-add (``offset + raw · gain``): ResNets' weight
+        matrices hold millions of values, and every extra elementwise pass over them shows in the latency.
+        """
         spec = self.specs[i]
-        if spec.is_matrix:
-            flat = raw.flatten(1)
-            flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-5)
-            delta = flat.view_as(raw) * math.sqrt(2.0 / spec.fan_in)
-        else:
-            delta = raw
-        if self.config.weight_mode != "paper":
-            scale = self.residual_scale[i] if spec.is_matrix else 1.0
-            return getattr(self.base, _key(spec.name)).unsqueeze(0) + scale * delta
-        return delta + 1.0 if spec.kind == "bn_weight" else delta
+        residual = self.config.weight_mode != "paper"
+        start = getattr(self.base, _key(spec.name)).unsqueeze(0) if residual else None
+        if not spec.is_matrix:
+            if residual:
+                return start + raw
+            return raw + 1.0 if spec.kind == "bn_weight" else raw
+        flat = raw.flatten(1).float()
+        mean, std = flat.mean(1, keepdim=True), flat.std(1, keepdim=True)
+        gain = math.sqrt(2.0 / spec.fan_in) / (std + 1e-5)
+        if residual:
+            gain = gain * self.residual_scale[i]
+        offset = -mean * gain
+        if residual:
+            offset = start.flatten(1) + offset
+        return torch.addcmul(offset, flat, gain).view_as(raw)
 
     @torch.no_grad()
-    def predict_params(self, images: Tensor, labels: Tensor | None = None) -> tuple[Params, Stats]:
-        """Parameters for one dataset ``images`` [N, C, H, W] (floats in [0, 1]) in one forward pass, and
-        the target's BatchNorm statistics on that dataset. ``labels`` [N]: class index, −1 if unlabelled."""
+    def predict_weights(self, images: Tensor, labels: Tensor | None = None, bf16: bool = True) -> Params:
+        """The parameters for one dataset ``images`` [N, C, H, W] (floats in [0, 1]): the hypernetwork's one
+        forward pass. ``labels`` [N]: class index, −1 if unlabelled.
+
+        ``bf16``: the hypernetwork's matrix products and convolutions in bfloat16 autocast, as in
+        meta-training (`pudnet train` autocasts by default); the parameters come out in float32 either way.
+        """
         self._check_images(images)
-        weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
-        params = self.params_of(weights, 0)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+            weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
+        params = {name: value.float() for name, value in self.params_of(weights, 0).items()}
         if self.config.whiten:
             params = self.target.whiten_last_conv(params, images, self.config.whiten_shrinkage)
+        return params
+
+    @torch.no_grad()
+    def predict_params(
+        self, images: Tensor, labels: Tensor | None = None, bf16: bool = True,
+    ) -> tuple[Params, Stats]:
+        """:meth:`predict_weights` and the target's BatchNorm statistics on the same dataset."""
+        params = self.predict_weights(images, labels, bf16)
         _, stats = self.target.forward(params, images)
         return params, stats
 
-    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None) -> nn.Module:
-        """A ready ``torch.nn.Module`` (eval mode) with weights predicted for ``data``.
+    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None, bf16: bool = True) -> nn.Module:
+        """A ready ``torch.nn.Module`` (eval mode) with weights predicted for ``data`` (``bf16``: see
+        :meth:`predict_params`).
 
         ``data`` is an :class:`ImageStore` or images [N, C, H, W] (uint8, or floats in [0, 1]). A PudNet whose
         sketch sees labelled samples needs ``support`` (e.g. ``data.labelled(per_class=10)``); its images
@@ -208,7 +233,7 @@ class PudNet(nn.Module):
                 torch.full((len(images) - len(support),), -1, dtype=torch.long),
                 torch.tensor([classes[int(c)] for c in support.labels]),
             ])
-        params, stats = self.predict_params(images, labels)
+        params, stats = self.predict_params(images, labels, bf16)
         return self.target.to_module(params, stats)
 
     def _check_images(self, images: Tensor) -> None:

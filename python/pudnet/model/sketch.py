@@ -21,9 +21,12 @@ class DatasetNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.stack(
-            [F.batch_norm(dataset, None, None, self.weight, self.bias, True, 0.0, self.eps) for dataset in x]
-        )
+        if len(x) == 1:  # prediction: skip the copy that stacking costs
+            return self._normalise(x[0]).unsqueeze(0)
+        return torch.stack([self._normalise(dataset) for dataset in x])
+
+    def _normalise(self, dataset: Tensor) -> Tensor:
+        return F.batch_norm(dataset, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
 class SketchEncoder(nn.Module):
