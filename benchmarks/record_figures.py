@@ -34,6 +34,11 @@ def eval_figures(result: dict, command: str, prefix: str = "fashion_unseen") -> 
     entries[f"{prefix}.weight_spread_between_vs_within"] = figure(
         spread["between"], "relative spread of predicted weights between evaluated and foreign-class datasets",
         "within the evaluated datasets", spread["within_unseen"], command)
+    if "function_between" in spread:
+        entries[f"{prefix}.function_spread_between_vs_within"] = figure(
+            spread["function_between"], "relative spread of predicted weights without the rescalings the "
+            "network ignores (Target.canonical), between evaluated and foreign-class datasets",
+            "within the evaluated datasets", spread["function_within_unseen"], command)
     entries[f"{prefix}.median_prediction_ms"] = figure(
         1000 * result["median_prediction_s"], "ms per prediction (weights + the dataset's BatchNorm statistics)",
         "weights-only latency target", LATENCY_TARGET_MS["convnet3"], command)

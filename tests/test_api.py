@@ -54,7 +54,9 @@ def test_evaluator_scores_all_methods_on_the_same_groups(small_fashion, tiny_che
     assert all(len(v) == 3 for v in result["scores"].values())
     assert len(calls) == 3 and all(sorted(c[0]) == [6, 7, 8, 9] for c in calls)
     assert result["median_prediction_s"] > 0
-    assert result["weight_spread"]["between"] > 0
+    spread = result["weight_spread"]
+    assert spread["between"] > 0
+    assert spread["function_between"] > 0
 
 
 def test_cli_help_lists_every_command(capsys):

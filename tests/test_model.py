@@ -92,6 +92,9 @@ def test_sketch_support_needs_labels(small_fashion):
     net = tiny(sketch_support=True)
     with pytest.raises(ValueError, match="labelled"):
         net(tasks(small_fashion).sketch)
+    images = small_fashion.of_classes([6, 7]).tensor()[:16]
+    with pytest.raises(ValueError, match="labelled"):
+        net.predict_weights(images, torch.full((16,), -1))
 
 
 def test_predict_rejects_wrong_channels_and_tiny_datasets():

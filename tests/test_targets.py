@@ -226,3 +226,27 @@ def test_gradients_with_collected_stats():
     feats.square().mean().backward()
     for name, p in params.items():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("name", ["convnet3", "resnet18"])
+def test_canonical_form_divides_out_exactly_the_rescalings_the_function_ignores(name):
+    target = make_target(name, in_channels=1, image_size=28) if name == "convnet3" else make_target(name, in_channels=1)
+    gen = torch.Generator().manual_seed(3)
+    params = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in target.random_params(gen).items()}
+    rescaled = {k: v * (0.5 + torch.rand(v.shape[0], 1, 1, 1, generator=gen)) if v.dim() == 4 else v
+                for k, v in params.items()}
+    if name == "convnet3":
+        for i in (1, 2, 3):
+            c = 0.3 + 2 * torch.rand((), generator=gen)
+            rescaled[f"bn{i}.weight"], rescaled[f"bn{i}.bias"] = c * params[f"bn{i}.weight"], c * params[f"bn{i}.bias"]
+    x = torch.rand(32, 1, 28, 28, generator=gen)
+    ours, theirs = target.forward(params, x)[0], target.forward(rescaled, x)[0]
+    torch.testing.assert_close(torch.nn.functional.cosine_similarity(ours, theirs), torch.ones(32), rtol=0, atol=1e-4)
+    for key, value in target.canonical(params).items():
+        torch.testing.assert_close(target.canonical(rescaled)[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    changed = {**params, next(iter(params)): params[next(iter(params))].flip(0)}
+    assert not torch.allclose(flat(target.canonical(changed)), flat(target.canonical(params)))
+
+
+def flat(params):
+    return torch.cat([p.flatten() for p in params.values()])

@@ -6,7 +6,8 @@ import torch
 from pudnet.model.pudnet import PudNetConfig
 from pudnet.checkpoint import load_checkpoint
 from pudnet.train import (
-    BEST, CHECKPOINT, METRICS, TrainConfig, Trainer, TrainingDiverged, holdout_split, train,
+    BEST, CHECKPOINT, METRICS, TrainConfig, Trainer, TrainingDiverged, Validator, holdout_split,
+    parameter_groups, train,
 )
 
 MODEL = PudNetConfig(embedding_dim=16, generator_hidden=4, sketch_width=4, sketch_dim=8,
@@ -49,8 +50,9 @@ def test_missing_training_classes_are_reported(tmp_path, small_fashion):
         train(MODEL, TrainConfig(steps=1, **CONFIG), tmp_path, store=store, progress=False)
 
 
-def test_validation_uses_held_out_images_and_keeps_the_best(tmp_path, small_fashion):
-    config = TrainConfig(steps=2, **{**CONFIG, "validate_every": 1, "validation_groups": 3})
+@pytest.mark.parametrize("validation", ["rotated-classes", "images"])
+def test_validation_uses_held_out_images_and_keeps_the_best(tmp_path, small_fashion, validation):
+    config = TrainConfig(steps=2, **{**CONFIG, "validate_every": 1, "validation_groups": 3, "validation": validation})
     train(MODEL, config, tmp_path, store=small_fashion, progress=False)
     records = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
     validations = [r for r in records if "val_accuracy" in r]
@@ -75,3 +77,28 @@ def test_rotated_classes_enlarge_the_task_pool(tmp_path, small_fashion):
     net = train(MODEL, TrainConfig(steps=1, rotated_classes=True, **CONFIG), tmp_path, store=small_fashion,
                 progress=False)
     assert net.config.num_train_classes == 24
+
+
+def test_rotated_class_validation_scores_novel_classes_of_held_out_images(small_fashion):
+    config = TrainConfig(**{**CONFIG, "validate_every": 1})
+    _, sketch, query = holdout_split(small_fashion, config.train_classes, 0.1)
+    evaluator = Validator(sketch, query, config).evaluator
+    assert evaluator.config.classes == [1000 + c for c in config.train_classes]
+    task = evaluator.task(0)
+    upright = {img.tobytes() for img in sketch.images}
+    assert not {img.numpy().tobytes() for img in (task.sketch[0] * 255).round().to(torch.uint8)} & upright
+
+
+def test_rotated_class_validation_refuses_rotated_training_classes():
+    with pytest.raises(ValueError, match="validation='images'"):
+        TrainConfig(**{**CONFIG, "validate_every": 1, "rotated_classes": True})
+
+
+def test_base_learns_at_its_own_rate():
+    from pudnet.model.pudnet import PudNet
+
+    net = PudNet(PudNetConfig(**{**MODEL.to_dict(), "weight_mode": "residual"}))
+    groups = parameter_groups(net, TrainConfig(lr=1e-3, base_lr_scale=0.1, **CONFIG))
+    assert [g.get("lr") for g in groups] == [None, pytest.approx(1e-4)]
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.base.parameters()}

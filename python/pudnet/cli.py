@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="residual modes: initialise the base weights from a baseline weight file "
         "(e.g. python/pudnet/baselines/weights/pretrained-convnet3.safetensors)",
     )
+    train.add_argument(
+        "--base-lr-scale", type=float, default=1.0, metavar="X",
+        help="residual mode: the base weights learn at --lr times X (default 1)",
+    )
+    train.add_argument(
+        "--validation", choices=["rotated-classes", "images"], default="rotated-classes",
+        help="model selection (best.safetensors) on the held-out 10%% of each training class's images: "
+        "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are",
+    )
+    train.add_argument(
+        "--validate-every", type=int, default=250, metavar="STEPS", help="validation interval (default 250; 0: never)",
+    )
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
         "--preset", default="paper", help="named PudNet configuration: paper (default), residual-prototypes",
@@ -150,7 +162,8 @@ def cmd_train(args) -> None:
         steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
         train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
         bf16=not args.no_bf16, rotated_classes=args.rotated_classes,
-        base_from=args.base_from,
+        base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
+        validate_every=args.validate_every,
     )
     store = datasets.fashion_mnist("train", args.data)
     train(model_config, config, args.out, resume=args.resume, store=store, progress=not args.quiet)

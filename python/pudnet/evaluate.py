@@ -119,15 +119,21 @@ class Evaluator:
         return result
 
     def weight_spread(self, net: PudNet) -> dict:
-        """Relative spread of predicted weights within and between datasets of different class sets."""
+        """Relative spread of predicted weights within and between datasets of different class sets: of the
+        raw parameters, and of their canonical form (``Target.canonical``: without the rescalings the
+        network's function ignores, which a hypernetwork can vary freely without changing any prediction)."""
         n = self.config.spread_datasets
-        unseen = [flat_weights(self.predict(net, self.task(g))) for g in range(n)]
-        train = [flat_weights(self.predict(net, self.foreign.batch([g]))) for g in range(n)]
-        return {
-            "within_unseen": relative_spread(unseen),
-            "within_train_classes": relative_spread(train),
-            "between": relative_spread(unseen, train),
-        }
+        unseen = [self.predict(net, self.task(g)) for g in range(n)]
+        train = [self.predict(net, self.foreign.batch([g])) for g in range(n)]
+        spread = {}
+        for prefix, view in (("", lambda p: p), ("function_", net.target.canonical)):
+            a, b = ([flat_weights(view(p)) for p in sets] for sets in (unseen, train))
+            spread.update({
+                f"{prefix}within_unseen": relative_spread(a),
+                f"{prefix}within_train_classes": relative_spread(b),
+                f"{prefix}between": relative_spread(a, b),
+            })
+        return spread
 
 
 def split_per_class(store: ImageStore, first: int) -> tuple[ImageStore, ImageStore]:
@@ -145,10 +151,12 @@ def format_report(result: dict, labels: dict[str, str] | None = None) -> str:
     d = result["own_minus_foreign"]
     lines.append(f"  own sketch − foreign sketch (paired)                    {d['mean']:+6.2f} ± {d['ci95']:.2f}")
     s = result["weight_spread"]
-    lines.append(
-        "  relative spread of predicted weights: within the evaluated datasets "
-        f"{s['within_unseen']:.4f}, within foreign-class datasets {s['within_train_classes']:.4f}, "
-        f"between {s['between']:.4f}"
-    )
+    for prefix, what in (("", "predicted weights"), ("function_", "the same without ignored rescalings")):
+        if f"{prefix}between" in s:
+            lines.append(
+                f"  relative spread of {what}: within the evaluated datasets {s[prefix + 'within_unseen']:.4f}, "
+                f"within foreign-class datasets {s[prefix + 'within_train_classes']:.4f}, "
+                f"between {s[prefix + 'between']:.4f}"
+            )
     lines.append(f"  median prediction time: {1000 * result['median_prediction_s']:.1f} ms")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"  # the checkpoint with the best validation accuracy so far
 TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
+VALIDATIONS = ("rotated-classes", "images")
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,12 +46,25 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     threads: int | None = None
-    validate_every: int = 250  # 0: never; validation = held-out images of the training classes
+    validate_every: int = 250  # 0: never
+    # "rotated-classes": 4-way groups of novel classes, the held-out images of the training classes turned by
+    # 90° (ranks models like the unseen classes do, benchmarks/NOTES.md); "images": the held-out images as they are
+    validation: str = "rotated-classes"
     validation_fraction: float = 0.1  # of each training class's images, never meta-trained on
     validation_groups: int = 30
+    base_lr_scale: float = 1.0  # residual mode: the base weights learn at lr × this
     base_from: str | None = None  # residual modes: start the base weights from a baseline weight file
     rotated_classes: bool = False  # add 90°/180°/270° rotations of the training classes as new classes
     bf16: bool = True  # autocast the convolutions to bfloat16 (AMX on recent x86 CPUs)
+
+    def __post_init__(self):
+        if self.validation not in VALIDATIONS:
+            raise ValueError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
+        if self.validate_every and self.validation == "rotated-classes" and self.rotated_classes:
+            raise ValueError(
+                "validation on rotated classes needs meta-training without rotated classes (they would be "
+                "trained on); with rotated_classes use validation='images'"
+            )
 
     @property
     def spec(self) -> EpisodeSpec:
@@ -87,15 +101,34 @@ def holdout_split(store: ImageStore, classes: list[int], fraction: float) -> tup
     return kept, sketch, query
 
 
+def _smallest_class(store: ImageStore) -> int:
+    return min(len(members) for members in class_members(store.labels).values())
+
+
 class Validator:
-    """Validation on held-out images of the training classes: 3-way groups, own vs foreign sketch."""
+    """Model selection on held-out images of the training classes, never meta-trained on.
+
+    ``"rotated-classes"``: 4-way groups of the held-out images turned by 90° — classes no task was drawn from,
+    scored like the evaluation protocol (100 images per class, 10 labelled, 50 queries), the foreign sketch
+    from the upright classes. ``"images"``: 3-way groups of the held-out images as they are (foreign sketch
+    from the same classes).
+    """
 
     def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig):
         classes = train.train_classes
-        config = EvalConfig(
-            groups=train.validation_groups, ways=min(3, len(classes)), sketch=train.sketch, support=train.support,
-            query=train.query, classes=classes, foreign_classes=classes, seed=train.seed + 7919, spread_datasets=4,
-        )
+        if train.validation == "rotated-classes":
+            (sketch, _), (query, _) = (with_rotated_classes(s, classes, turns=(1,)) for s in (sketch, query))
+            config = EvalConfig(
+                groups=train.validation_groups, ways=min(4, len(classes)), sketch=min(_smallest_class(sketch), 100),
+                support=train.support, query=min(_smallest_class(query), 50), classes=[c + 1000 for c in classes],
+                foreign_classes=classes, seed=train.seed + 7919, spread_datasets=4,
+            )
+        else:
+            config = EvalConfig(
+                groups=train.validation_groups, ways=min(3, len(classes)), sketch=train.sketch,
+                support=train.support, query=train.query, classes=classes, foreign_classes=classes,
+                seed=train.seed + 7919, spread_datasets=4,
+            )
         self.evaluator = Evaluator(sketch, query, config)
 
     def __call__(self, net: PudNet) -> dict:
@@ -108,6 +141,7 @@ class Validator:
             "val_own_minus_foreign_ci95": result["own_minus_foreign"]["ci95"],
             "val_random_init": acc["random_init"]["mean"],
             "val_weight_spread_between": result["weight_spread"]["between"],
+            "val_function_spread_between": result["weight_spread"]["function_between"],
         }
 
 
@@ -119,7 +153,7 @@ class Trainer:
         self.net, self.config, self.out_dir = net, config, Path(out_dir)
         self.validator, self.best = validator, -1.0
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(parameter_groups(net, config), lr=config.lr)
         self.stream = EpisodeStream(store, config.train_classes, config.spec, config.seed)
         self.global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
         self.global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
@@ -188,6 +222,16 @@ class Trainer:
                 if self.validator and (self.step % config.validate_every == 0 or self.step == config.steps):
                     self.validate(log)
         bar.close()
+
+
+def parameter_groups(net: PudNet, config: TrainConfig) -> list[dict]:
+    """The hypernetwork's parameters at ``lr``; a learned base (residual mode) at ``lr × base_lr_scale``."""
+    base = list(net.base.parameters()) if net.config.weight_mode == "residual" else []
+    if not base or config.base_lr_scale == 1.0:
+        return [{"params": list(net.parameters())}]
+    ids = {id(p) for p in base}
+    rest = [p for p in net.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": base, "lr": config.lr * config.base_lr_scale}]
 
 
 def load_base(net: PudNet, path: str) -> None:

@@ -99,7 +99,10 @@ def generate_eager(
     for layer in range(codes.shape[1]):
         a = (codes[:, layer] @ lin_w[layer] + lin_b[layer]).view(batch, hidden, k, k)
         a = F.leaky_relu(F.conv2d(a, conv_w[layer], conv_b[layer], padding=1), 0.2)
-        raws.append(torch.einsum("oc,bcij->boij", out_w[layer], a) + out_b[layer][None, :, None, None])
+        rows = out_w[layer].shape[0]
+        bias = out_b[layer][None, :, None].expand(batch, rows, k * k)
+        raw = torch.baddbmm(bias, out_w[layer].expand(batch, -1, -1), a.reshape(batch, hidden, k * k))
+        raws.append(raw.view(batch, rows, k, k))
     return raws
 
 

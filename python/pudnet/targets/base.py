@@ -69,6 +69,16 @@ class Target:
         """Features ``[N, feature_dim]`` and the BatchNorm statistics used."""
         raise NotImplementedError
 
+    def canonical(self, params: Params) -> Params:
+        """``params`` with the degrees of freedom the network's function ignores divided out, so that
+        distances between parameter sets measure distances between functions: every convolution here feeds
+        a batch-normalisation with the dataset's statistics, so each filter's scale is irrelevant and
+        filters are normalised to unit norm. Targets with more such symmetries override this."""
+        return {
+            name: F.normalize(value.flatten(1), dim=1).view_as(value) if value.dim() == 4 else value
+            for name, value in params.items()
+        }
+
     def whiten_last_conv(self, params: Params, x: Tensor, shrinkage: float = 0.1) -> Params:
         raise NotImplementedError(f"whitening of the last convolution is not implemented for {self.name}")
 

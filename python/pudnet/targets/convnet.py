@@ -59,6 +59,17 @@ class ConvNet3(Target):
             x = F.max_pool2d(F.relu(batch_norm(x, f"bn{i}", params, stats, collected)), 2)
         return x.flatten(1), (stats if stats is not None else collected)
 
+    def canonical(self, params: Params) -> Params:
+        """Also each block's BatchNorm weight and bias divided by the weight's RMS: scaling both by c > 0
+        scales the block's output by c (ReLU and max-pool are positively homogeneous), which the next
+        block's normalisation, or the cosine of the centroid classifier after the last, undoes."""
+        params = super().canonical(params)
+        for i in range(1, self.depth + 1):
+            weight, bias = params[f"bn{i}.weight"], params[f"bn{i}.bias"]
+            rms = weight.pow(2).mean().sqrt().clamp_min(1e-12)
+            params = {**params, f"bn{i}.weight": weight / rms, f"bn{i}.bias": bias / rms}
+        return params
+
     def whiten_last_conv(self, params: Params, x: Tensor, shrinkage: float = 0.1) -> Params:
         """``params`` with the last convolution W replaced by M·W, M = (Σ + λI)^(-1/2) where Σ is the channel
         covariance of that convolution's outputs on the dataset ``x`` (all positions), λ = ``shrinkage``
