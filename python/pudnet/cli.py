@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are",
     )
     train.add_argument(
+        "--validation-degrees", type=float, default=90.0, metavar="DEG",
+        help="rotated-classes validation: the turn (default 90; use 45 with --rotated-classes)",
+    )
+    train.add_argument(
         "--validate-every", type=int, default=250, metavar="STEPS", help="validation interval (default 250; 0: never)",
     )
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="evaluate on groups of unseen classes (the main job)",
         description="The evaluation protocol on the unseen classes: per group a dataset of the unseen "
         "classes (training split) to predict weights from, 10 labelled per class for centroids, and query "
-        "images from the test split. Prints mean top-1 ± 95%% CI for PudNet, PudNet with a foreign "
+        "images from the test split. Prints mean top-1 ± 95% CI for PudNet, PudNet with a foreign "
         "(training-class) sketch, and a random-init ConvNet with centroids, plus the weight spread and "
         "the median prediction time.",
     )
@@ -163,7 +167,7 @@ def cmd_train(args) -> None:
         train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
         bf16=not args.no_bf16, rotated_classes=args.rotated_classes,
         base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
-        validate_every=args.validate_every,
+        validation_degrees=args.validation_degrees, validate_every=args.validate_every,
     )
     store = datasets.fashion_mnist("train", args.data)
     train(model_config, config, args.out, resume=args.resume, store=store, progress=not args.quiet)

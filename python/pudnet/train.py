@@ -17,7 +17,7 @@ from .data.episodes import EpisodeStream
 from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
 from .data.sampler import class_members
-from .data.store import ImageStore, hold_out, with_rotated_classes
+from .data.store import ImageStore, hold_out, with_rotated_classes, with_rotated_copy
 from .model.losses import meta_batch_losses
 from .model.pudnet import PudNet, PudNetConfig
 
@@ -50,6 +50,7 @@ class TrainConfig:
     # "rotated-classes": 4-way groups of novel classes, the held-out images of the training classes turned by
     # 90° (ranks models like the unseen classes do, benchmarks/NOTES.md); "images": the held-out images as they are
     validation: str = "rotated-classes"
+    validation_degrees: float = 90.0  # rotated-classes: the turn; not a multiple of 90 with rotated_classes
     validation_fraction: float = 0.1  # of each training class's images, never meta-trained on
     validation_groups: int = 30
     base_lr_scale: float = 1.0  # residual mode: the base weights learn at lr × this
@@ -60,10 +61,11 @@ class TrainConfig:
     def __post_init__(self):
         if self.validation not in VALIDATIONS:
             raise ValueError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
-        if self.validate_every and self.validation == "rotated-classes" and self.rotated_classes:
+        quarter_turn = self.validation_degrees % 90 == 0
+        if self.validate_every and self.validation == "rotated-classes" and self.rotated_classes and quarter_turn:
             raise ValueError(
-                "validation on rotated classes needs meta-training without rotated classes (they would be "
-                "trained on); with rotated_classes use validation='images'"
+                f"validation on classes turned by {self.validation_degrees:g}° would score classes that "
+                "rotated_classes trains on; use validation_degrees=45 (--validation-degrees) or validation='images'"
             )
 
     @property
@@ -108,16 +110,16 @@ def _smallest_class(store: ImageStore) -> int:
 class Validator:
     """Model selection on held-out images of the training classes, never meta-trained on.
 
-    ``"rotated-classes"``: 4-way groups of the held-out images turned by 90° — classes no task was drawn from,
-    scored like the evaluation protocol (100 images per class, 10 labelled, 50 queries), the foreign sketch
-    from the upright classes. ``"images"``: 3-way groups of the held-out images as they are (foreign sketch
+    ``"rotated-classes"``: 4-way groups of the held-out images turned by ``validation_degrees`` (90°) —
+    classes no task was drawn from — scored like the evaluation protocol (100 images per class, 10 labelled,
+    50 queries), the foreign sketch from the upright classes. ``"images"``: 3-way groups of the held-out images as they are (foreign sketch
     from the same classes).
     """
 
     def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig):
         classes = train.train_classes
         if train.validation == "rotated-classes":
-            (sketch, _), (query, _) = (with_rotated_classes(s, classes, turns=(1,)) for s in (sketch, query))
+            sketch, query = (with_rotated_copy(s, train.validation_degrees) for s in (sketch, query))
             config = EvalConfig(
                 groups=train.validation_groups, ways=min(4, len(classes)), sketch=min(_smallest_class(sketch), 100),
                 support=train.support, query=min(_smallest_class(query), 50), classes=[c + 1000 for c in classes],

@@ -83,6 +83,29 @@ def with_rotated_classes(store: ImageStore, classes: list[int], turns: tuple[int
     return enlarged, sorted(classes) + [c + 1000 * t for t in turns for c in sorted(classes)]
 
 
+def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
+    """uint8 images ``[N, C, H, W]`` rotated counter-clockwise about their centre (bilinear, zero fill; quarter
+    turns exact)."""
+    if degrees % 90 == 0:
+        return np.ascontiguousarray(np.rot90(images, k=int(degrees // 90) % 4, axes=(2, 3)))
+    angle = np.deg2rad(degrees)
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]).expand(len(images), 2, 3)
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def with_rotated_copy(store: ImageStore, degrees: float, label_offset: int = 1000) -> ImageStore:
+    """``store`` plus all its images rotated by ``degrees`` as new classes ``c + label_offset``."""
+    rotated = rotate_images(store.images, degrees)
+    return ImageStore(
+        np.ascontiguousarray(np.concatenate([store.images, rotated])),
+        np.concatenate([store.labels, store.labels + label_offset]), store.source,
+    )
+
+
 def hold_out(store: ImageStore, classes: list[int], fraction: float) -> tuple[ImageStore, ImageStore]:
     """The images of ``classes`` split per class: the first ``1 − fraction`` (ascending index) and the last
     ``fraction``, held out for model selection. Deterministic."""

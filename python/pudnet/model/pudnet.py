@@ -176,6 +176,7 @@ class PudNet(nn.Module):
         residual = self.config.weight_mode != "paper"
         start = getattr(self.base, _key(spec.name)).unsqueeze(0) if residual else None
         if not spec.is_matrix:
+            raw = raw.float()  # BatchNorm takes float32 weights next to its float32 statistics
             if residual:
                 return start + raw
             return raw + 1.0 if spec.kind == "bn_weight" else raw
