@@ -151,7 +151,28 @@ def test_unknown_config_keys_are_rejected():
 
 def test_presets_name_the_paper_and_the_shipped_configuration():
     assert PudNetConfig.preset("paper") == PudNetConfig()
-    shipped = PudNetConfig.preset("residual-prototypes")
-    assert shipped.weight_mode == "residual" and shipped.sketch_support
+    assert PudNetConfig.preset("residual-prototypes").weight_mode == "residual"
+    shipped = PudNetConfig.preset("frozen-base-prototypes")
+    assert shipped.weight_mode == "frozen_base" and shipped.sketch_support
+    from pudnet.checkpoint import load_checkpoint
+    from pudnet.pretrained import path_of
+
+    net, _ = load_checkpoint(path_of("fashion-convnet3"))
+    assert net.config == PudNetConfig.preset("frozen-base-prototypes", num_train_classes=24)
     with pytest.raises(ValueError, match="unknown PudNet preset"):
         PudNetConfig.preset("best")
+
+
+def test_sketch_of_a_large_dataset_uses_every_labelled_image_and_an_even_spread_of_the_rest(small_fashion):
+    net = tiny(sketch_support=True, sketch_images=20).eval()
+    images = small_fashion.of_classes([6, 7]).tensor()[:50]
+    labels = torch.full((50,), -1)
+    labels[[3, 30, 31, 49]] = torch.tensor([0, 1, 1, 0])
+    picked, picked_labels = net._sketch_subset(images.unsqueeze(0), labels.unsqueeze(0))
+    assert picked.shape[1] == 20 and (picked_labels >= 0).sum() == 4
+    positions = [i for i in range(50) if any(torch.equal(images[i], p) for p in picked[0])]
+    assert len(positions) == 20 and {3, 30, 31, 49} <= set(positions) and positions[0] == 0
+    torch.testing.assert_close(net.embedding(images.unsqueeze(0), labels.unsqueeze(0)),
+                               net.embedding(picked, picked_labels))
+    small = images[:20].unsqueeze(0)  # no larger than the cap: untouched
+    assert net._sketch_subset(small, None)[0] is small

@@ -37,6 +37,10 @@ class PudNetConfig:
     weight_mode: str = "paper"
     residual_init: float = 0.1
     sketch_support: bool = False  # the sketch also sees class prototypes of the labelled samples
+    # the sketch of a larger dataset is the mean over this many of its images (every labelled one, the rest
+    # evenly spaced): meta-training's datasets have 200 (4 classes × 50), and the sketch encoder's pass is
+    # most of a prediction's time; 0 sketches every image
+    sketch_images: int = 200
     # at prediction, decorrelate the last convolution's output channels on the dataset (closed form; ConvNet-3)
     whiten: bool = False
     whiten_shrinkage: float = 0.1
@@ -73,9 +77,12 @@ class PudNetConfig:
 PRESETS: dict[str, dict] = {
     # the paper as written: weights generated outright, the sketch of the images alone
     "paper": {},
-    # the shipped default: a base (started from the CE-pretrained baseline, `pudnet train --base-from`) plus
-    # a dataset-conditioned residual; the sketch also sees the class prototypes of the labelled samples
+    # a learned base (start it from the CE-pretrained baseline with `pudnet train --base-from`) plus a
+    # dataset-conditioned residual; the sketch also sees the class prototypes of the labelled samples
     "residual-prototypes": {"weight_mode": "residual", "sketch_support": True},
+    # the shipped default: the same with the base frozen (at the pretrained baseline, `--base-from`) and the
+    # residual starting at 2% of He scale
+    "frozen-base-prototypes": {"weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02},
 }
 
 
@@ -146,6 +153,7 @@ class PudNet(nn.Module):
         """
         if images.dim() != 5:
             raise ValueError(f"images must be [datasets, images, C, H, W], got {list(images.shape)}")
+        images, labels = self._sketch_subset(images, labels)
         features = self.sketch.per_image(images)
         sketch = features.mean(dim=1)
         if self.config.sketch_support:
@@ -153,6 +161,16 @@ class PudNet(nn.Module):
                 raise ValueError("this PudNet's sketch needs labelled samples (labels ≥ 0) in every dataset")
             sketch = torch.cat([sketch, _prototype_spread(features, labels)], dim=-1)
         return self.embed(sketch)
+
+    def _sketch_subset(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """At most ``config.sketch_images`` images of each dataset: all labelled ones, the others evenly spaced."""
+        cap, n = self.config.sketch_images, images.shape[1]
+        if not cap or n <= cap:
+            return images, labels
+        known = labels >= 0 if labels is not None else torch.zeros(images.shape[:2], dtype=torch.bool)
+        picks = torch.stack([_evenly_filled(row, cap) for row in known.cpu()]).to(images.device)
+        rows = torch.arange(len(images), device=images.device).unsqueeze(1)
+        return images[rows, picks], None if labels is None else labels[rows, picks]
 
     def layer_codes(self, e: Tensor) -> Tensor:
         """One conditioning vector ``r'_l`` per target parameter tensor, ``[B, L, E]``."""
@@ -261,6 +279,13 @@ def _as_float_images(data: ImageStore | Tensor) -> Tensor:
     if not isinstance(data, Tensor):
         raise TypeError(f"expected an ImageStore or a tensor of images, got {type(data).__name__}")
     return data.float() / 255.0 if data.dtype == torch.uint8 else data.float()
+
+
+def _evenly_filled(known: Tensor, cap: int) -> Tensor:
+    """Sorted positions: every ``True`` of ``known`` [N] (up to ``cap``), then evenly spaced others up to ``cap``."""
+    labelled, others = known.nonzero().flatten()[:cap], (~known).nonzero().flatten()
+    spaced = torch.linspace(0, len(others) - 1, cap - len(labelled)).round().long()
+    return torch.cat([labelled, others[spaced]]).sort().values
 
 
 def _key(name: str) -> str:
