@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
-        "--preset", default="paper", help="named PudNet configuration: paper (default), residual-prototypes, frozen-base-prototypes "
+        "--preset", default="paper",
+        help="named PudNet configuration: paper (default), residual-prototypes, frozen-base-prototypes "
         "(the shipped one; see pudnet.model.pudnet.PRESETS)",
     )
     train.add_argument(

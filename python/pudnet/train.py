@@ -112,8 +112,8 @@ class Validator:
 
     ``"rotated-classes"``: 4-way groups of the held-out images turned by ``validation_degrees`` (90°) —
     classes no task was drawn from — scored like the evaluation protocol (100 images per class, 10 labelled,
-    50 queries), the foreign sketch from the upright classes. ``"images"``: 3-way groups of the held-out images as they are (foreign sketch
-    from the same classes).
+    50 queries), the foreign sketch from the upright classes. ``"images"``: 3-way groups of the held-out
+    images as they are (foreign sketch from the same classes).
     """
 
     def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig):
@@ -193,7 +193,7 @@ class Trainer:
         result.loss.backward()
         self.optimizer.step()
         self.step += 1
-        return {name: getattr(result, name).item() for name in ("loss", "metric", "full", "kl", "accuracy")}
+        return {name: getattr(result, name).item() for name in ("loss", "metric", "full", "kl", "accuracy", "contrast")}
 
     def validate(self, log) -> None:
         record = {"step": self.step, **self.validator(self.net)}

@@ -63,7 +63,8 @@ class GeneratorGroup(nn.Module):
         """
         device = codes.device.type
         tensors = [*self.out_w, *self.out_b]
-        if torch.is_grad_enabled() or not torch.is_autocast_enabled(device):
+        eager = not hotpath.wants_triton(codes)  # the Triton kernels read float32
+        if torch.is_grad_enabled() or not torch.is_autocast_enabled(device) or not eager:
             cast = tensors
         else:
             dtype = torch.get_autocast_dtype(device)

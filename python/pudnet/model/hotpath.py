@@ -36,7 +36,7 @@ def _triton_installed() -> bool:
     return _HAVE_TRITON
 
 
-def _wants_triton(t: Tensor) -> bool:
+def wants_triton(t: Tensor) -> bool:
     """Forced switch first; else CUDA tensors in a dtype the kernels compute (fp32 inside; fp64 stays eager)
     when triton is installed."""
     if _FORCE is not None:
@@ -107,7 +107,7 @@ def generate_eager(
 
 
 def ahru(e, h0, x0, w_x, w_h, b_x, b_h, alpha: float, steps: int) -> Tensor:
-    if _wants_triton(e):
+    if wants_triton(e):
         from pudnet.kernels.ahru import ahru_triton
 
         return ahru_triton(e, h0, x0, w_x, w_h, b_x, b_h, alpha, steps)
@@ -115,7 +115,7 @@ def ahru(e, h0, x0, w_x, w_h, b_x, b_h, alpha: float, steps: int) -> Tensor:
 
 
 def generate(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int) -> list[Tensor]:
-    if _wants_triton(codes):
+    if wants_triton(codes):
         from pudnet.kernels.generators import generate_triton
 
         return generate_triton(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k)

@@ -46,6 +46,8 @@ class PudNetConfig:
     whiten_shrinkage: float = 0.1
     num_train_classes: int = 6  # the auxiliary full-classification head (training only)
     loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
+    # weight of a hinge making each task's own weights beat another task's weights on it (losses.contrast_loss)
+    contrast: float = 0.0
     tau_init: float = 10.0
     learn_tau: bool = True
 
@@ -201,23 +203,22 @@ class PudNet(nn.Module):
         flat = raw.flatten(1).float()
         mean, std = flat.mean(1, keepdim=True), flat.std(1, keepdim=True)
         gain = math.sqrt(2.0 / spec.fan_in) / (std + 1e-5)
-        if residual:
-            gain = gain * self.residual_scale[i]
-        offset = -mean * gain
-        if residual:
-            return torch.addcmul(start.flatten(1) + offset, flat, gain).view_as(raw)
-        return (flat * gain + offset).view_as(raw)  # addcmul with a [B, 1] offset takes a slow, unvectorised path
+        if not residual:
+            return (flat * gain - mean * gain).view_as(raw)  # addcmul with a [B, 1] offset is unvectorised, slow
+        gain = gain * self.residual_scale[i]
+        return torch.addcmul(start.flatten(1) - mean * gain, flat, gain).view_as(raw)
 
     @torch.no_grad()
     def predict_weights(self, images: Tensor, labels: Tensor | None = None, bf16: bool = True) -> Params:
         """The parameters for one dataset ``images`` [N, C, H, W] (floats in [0, 1]): the hypernetwork's one
         forward pass. ``labels`` [N]: class index, −1 if unlabelled.
 
-        ``bf16``: the hypernetwork's matrix products and convolutions in bfloat16 autocast, as in
+        ``bf16``: on CPU, the hypernetwork's matrix products and convolutions in bfloat16 autocast, as in
         meta-training (`pudnet train` autocasts by default); the parameters come out in float32 either way.
+        On GPUs the Triton hot path computes in float32 and the flag is ignored.
         """
         self._check_images(images)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
             weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
         params = {name: value.float() for name, value in self.params_of(weights, 0).items()}
         if self.config.whiten:
@@ -232,7 +233,7 @@ class PudNet(nn.Module):
         from the target's pass over the dataset in bfloat16 autocast: 2× faster, statistics within ~0.6% of a
         standard deviation of the float32 ones)."""
         params = self.predict_weights(images, labels, bf16)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
             _, stats = self.target.forward(params, images)
         return params, stats
 
