@@ -2,7 +2,7 @@
 
     python benchmarks/experiments/whiten_pretrained.py
 """
-import torch, json
+import torch
 from pudnet.data import datasets
 from pudnet.evaluate import Evaluator, EvalConfig, accuracy_with, mean_ci
 from pudnet.baselines.common import load_baseline
