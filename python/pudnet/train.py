@@ -17,7 +17,7 @@ from .data.episodes import EpisodeStream
 from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
 from .data.sampler import class_members
-from .data.store import ImageStore, hold_out, with_rotated_classes, with_rotated_copy
+from .data.store import ImageStore, hold_out, with_rotated_classes
 from .model.losses import meta_batch_losses
 from .model.pudnet import PudNet, PudNetConfig
 
@@ -119,7 +119,8 @@ class Validator:
     def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig):
         classes = train.train_classes
         if train.validation == "rotated-classes":
-            sketch, query = (with_rotated_copy(s, train.validation_degrees) for s in (sketch, query))
+            turned = (train.validation_degrees,)
+            sketch, query = (with_rotated_classes(s, classes, turned)[0] for s in (sketch, query))
             config = EvalConfig(
                 groups=train.validation_groups, ways=min(4, len(classes)), sketch=min(_smallest_class(sketch), 100),
                 support=train.support, query=min(_smallest_class(query), 50), classes=[c + 1000 for c in classes],

@@ -70,17 +70,19 @@ class ImageStore:
         return self.subset(np.asarray(chosen, dtype=np.int64))
 
 
-def with_rotated_classes(store: ImageStore, classes: list[int], turns: tuple[int, ...] = (1, 2, 3)) -> tuple[ImageStore, list[int]]:
-    """``store`` plus, for every class ``c`` in ``classes`` and quarter-turn count ``t``, its images rotated by
-    ``t``·90° as a new class ``c + 1000·t`` — more distinct classes, hence more varied tasks, for meta-training.
-    Returns the enlarged store and the enlarged class list."""
+def with_rotated_classes(
+    store: ImageStore, classes: list[int], degrees: tuple[float, ...] = (90, 180, 270),
+) -> tuple[ImageStore, list[int]]:
+    """``store`` plus, for every class ``c`` in ``classes`` and the ``i``-th angle of ``degrees`` (from 1), its
+    images rotated by that angle (:func:`rotate_images`) as a new class ``c + 1000·i`` — more distinct classes
+    for meta-training, or novel classes for validation. Returns the enlarged store and class list."""
     keep = np.flatnonzero(np.isin(store.labels, classes))
     images, labels = [store.images], [store.labels]
-    for t in turns:
-        images.append(np.rot90(store.images[keep], k=t, axes=(2, 3)))
-        labels.append(store.labels[keep] + 1000 * t)
+    for i, angle in enumerate(degrees, start=1):
+        images.append(rotate_images(store.images[keep], angle))
+        labels.append(store.labels[keep] + 1000 * i)
     enlarged = ImageStore(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), store.source)
-    return enlarged, sorted(classes) + [c + 1000 * t for t in turns for c in sorted(classes)]
+    return enlarged, sorted(classes) + [c + 1000 * i for i in range(1, len(degrees) + 1) for c in sorted(classes)]
 
 
 def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
@@ -95,15 +97,6 @@ def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def with_rotated_copy(store: ImageStore, degrees: float, label_offset: int = 1000) -> ImageStore:
-    """``store`` plus all its images rotated by ``degrees`` as new classes ``c + label_offset``."""
-    rotated = rotate_images(store.images, degrees)
-    return ImageStore(
-        np.ascontiguousarray(np.concatenate([store.images, rotated])),
-        np.concatenate([store.labels, store.labels + label_offset]), store.source,
-    )
 
 
 def hold_out(store: ImageStore, classes: list[int], fraction: float) -> tuple[ImageStore, ImageStore]:
