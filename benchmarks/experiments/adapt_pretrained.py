@@ -1,0 +1,91 @@
+"""Oracle for a gradient-step PudNet: does adapting the CE-pretrained ConvNet-3 to each group by a few SGD steps
+beat it on rotated-class validation groups? Paired differences against no adaptation.
+
+    python benchmarks/experiments/adapt_pretrained.py --variants sgd:0.05:1,sgd:0.05:3,pl:0.05:10:1,ent:0.05:3:1
+
+A variant is KIND:LR:STEPS[:WEIGHT]. Every kind minimises the centroid cross-entropy (τ = 10) of the group's
+labelled images (centroids from the same images; BatchNorm statistics from the group's dataset, as in the
+protocol); ``pl`` adds WEIGHT × the cross-entropy of every dataset image against its own nearest centroid
+(hard pseudo-labels), ``ent`` WEIGHT × the entropy of every dataset image's class posterior. Queries never
+enter. Groups: `pudnet train`'s validator (seed + 7919), held-out training-class images turned by --degrees.
+"""
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from pudnet.baselines import shipped_path
+from pudnet.baselines.common import load_baseline
+from pudnet.data import datasets
+from pudnet.evaluate import accuracy_with, mean_ci
+from pudnet.model.losses import centroids, cosine_logits
+from pudnet.targets import make_target
+from pudnet.train import TrainConfig, Validator, holdout_split
+
+KINDS = ("sgd", "pl", "ent")
+
+
+def adaptation_loss(target, params, tasks, kind, weight):
+    features, _ = target.forward(params, tasks.sketch[0])
+    labels = tasks.labels("support")
+    support = features[tasks.support_positions]
+    centres = centroids(support, labels, tasks.spec.ways)
+    loss = F.cross_entropy(cosine_logits(support, centres, 10.0), labels)
+    if kind == "sgd":
+        return loss
+    logits = cosine_logits(features, centres, 10.0)
+    if kind == "pl":
+        return loss + weight * F.cross_entropy(logits, logits.argmax(1).detach())
+    return loss + weight * -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+
+
+def adapted(target, params, tasks, kind, lr, steps, weight):
+    params = {name: value.clone().requires_grad_() for name, value in params.items()}
+    for _ in range(steps):
+        grads = torch.autograd.grad(adaptation_loss(target, params, tasks, kind, weight), list(params.values()))
+        with torch.no_grad():
+            for value, grad in zip(params.values(), grads):
+                value -= lr * grad
+    return {name: value.detach() for name, value in params.items()}
+
+
+def parse_variant(text):
+    kind, lr, steps, *weight = text.split(":")
+    if kind not in KINDS:
+        raise SystemExit(f"variant {text!r}: kind must be one of {KINDS}")
+    return kind, float(lr), int(steps), float(weight[0]) if weight else 1.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="sgd:0.05:1,sgd:0.05:3,sgd:0.05:10,sgd:0.2:1,sgd:0.2:3")
+    parser.add_argument("--groups", type=int, default=40)
+    parser.add_argument("--degrees", type=float, default=90.0)
+    parser.add_argument("--seed", type=int, default=555, help="training seed; the groups use seed + 7919")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(validate_every=1, validation_groups=args.groups, validation_degrees=args.degrees,
+                         seed=args.seed)
+    _, sketch, query = holdout_split(datasets.fashion_mnist("train"), config.train_classes,
+                                     config.validation_fraction)
+    evaluator = Validator(sketch, query, config).evaluator
+    target = make_target("convnet3", in_channels=1, image_size=28)
+    pretrained, _ = load_baseline(shipped_path("pretrained", target), target)
+    variants = {text: parse_variant(text) for text in args.variants.split(",")}
+    scores = {"none": []} | {text: [] for text in variants}
+    for g in range(args.groups):
+        tasks = evaluator.task(g)
+        scores["none"].append(100 * accuracy_with(target, pretrained, tasks, 0))
+        for text, variant in variants.items():
+            scores[text].append(100 * accuracy_with(target, adapted(target, pretrained, tasks, *variant), tasks, 0))
+    for name, values in scores.items():
+        mean, ci = mean_ci(values)
+        diff, diff_ci = mean_ci([a - b for a, b in zip(values, scores["none"])])
+        print(json.dumps({"variant": name, "top1": round(mean, 2), "ci95": round(ci, 2),
+                          "vs_none": [round(diff, 2), round(diff_ci, 2)]}))
+
+
+if __name__ == "__main__":
+    main()
