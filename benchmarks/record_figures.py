@@ -40,7 +40,8 @@ def eval_figures(result: dict, command: str, prefix: str = "fashion_unseen") -> 
             "network ignores (Target.canonical), between evaluated and foreign-class datasets",
             "within the evaluated datasets", spread["function_within_unseen"], command)
     entries[f"{prefix}.median_prediction_ms"] = figure(
-        1000 * result["median_prediction_s"], "ms per prediction (weights + the dataset's BatchNorm statistics)",
+        1000 * result["median_prediction_s"], "ms per prediction (weights, their refinement when the checkpoint "
+        "refines, and the dataset's BatchNorm statistics)",
         "weights-only latency target", LATENCY_TARGET_MS["convnet3"], command)
     return entries
 

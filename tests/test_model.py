@@ -179,7 +179,8 @@ def test_presets_name_the_paper_and_the_shipped_configuration():
     from pudnet.pretrained import path_of
 
     net, _ = load_checkpoint(path_of("fashion-convnet3"))
-    assert net.config == PudNetConfig.preset("frozen-base-prototypes", num_train_classes=24)
+    assert net.config == PudNetConfig.preset("frozen-base-prototypes-refined", num_train_classes=24)
+    assert net.config.refine_steps == 10 and net.config.refinement.last == 3
     with pytest.raises(ValueError, match="unknown PudNet preset"):
         PudNetConfig.preset("best")
 

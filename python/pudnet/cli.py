@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
         "--preset", default="paper",
-        help="named PudNet configuration: paper (default), residual-prototypes, frozen-base-prototypes "
-        "(the shipped one; see pudnet.model.pudnet.PRESETS)",
+        help="named PudNet configuration: paper (default), residual-prototypes, frozen-base-prototypes, "
+        "frozen-base-prototypes-refined (the shipped one: predictions refined on the dataset; "
+        "see pudnet.model.pudnet.PRESETS)",
     )
     train.add_argument(
         "--model", default="{}", metavar="JSON",
@@ -182,7 +183,7 @@ def cmd_predict(args) -> None:
 
     net = PudNet.from_pretrained(args.checkpoint)
     data = _load_data(args)
-    support = data.labelled(per_class=10) if net.config.sketch_support else None
+    support = data.labelled(per_class=10) if net.config.uses_labels else None
     model = net.predict(data, support=support)
     state = {k: v for k, v in model.state_dict().items()}
     atomic_save(state, args.out, {"format": "pudnet-predicted-v1", "target": net.config.target})
@@ -191,7 +192,7 @@ def cmd_predict(args) -> None:
 
 def cmd_eval(args) -> None:
     from .data import datasets
-    from .evaluate import EvalConfig, Evaluator, format_report, split_per_class
+    from .evaluate import EvalConfig, Evaluator, format_report, refined_baseline, split_per_class
     from .model.pudnet import PudNet
 
     net = PudNet.from_pretrained(args.checkpoint)
@@ -209,6 +210,9 @@ def cmd_eval(args) -> None:
         from .baselines import load_baselines
 
         baselines = load_baselines(net.target)
+        if net.config.refine_steps:
+            baselines["pretrained_refined"] = refined_baseline(baselines["pretrained"], net.target,
+                                                               net.config.refinement)
     result = evaluator.run(net, progress=not args.quiet, baselines=baselines)
     print(f"PudNet ({args.checkpoint}, target {net.config.target}) on {args.domain} classes {classes}")
     print(format_report(result, LABELS))
@@ -221,6 +225,7 @@ LABELS = {
     "pudnet_foreign_sketch": "PudNet, weights from a foreign-class dataset",
     "random_init": "random-init ConvNet + centroids (floor)",
     "pretrained": "pretrained (CE, training classes) + centroids",
+    "pretrained_refined": "pretrained, refined on the dataset like PudNet",
     "protonet": "ProtoNet (cosine) + centroids",
 }
 

@@ -11,6 +11,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .data.sampler import EpisodeSpec
 from .data.store import ImageStore
 from .model.losses import centroids, cosine_logits
 from .model.pudnet import PudNet
+from .model.refine import Refinement, refine
 from .targets.base import Params, Target
 
 
@@ -59,6 +61,16 @@ def accuracy_with(target: Target, params: Params, tasks: TaskBatch, index: int) 
     return (logits.argmax(1) == tasks.labels("query")).float().mean().item()
 
 
+def refined_baseline(make_params: Callable[[TaskBatch], Params], target: Target, refinement: Refinement
+                     ) -> Callable[[TaskBatch], Params]:
+    """A baseline's parameters refined on each group's dataset exactly as a refining PudNet refines its own
+    (model/refine.py): what the refinement alone is worth."""
+    def make(tasks: TaskBatch) -> Params:
+        return refine(target, make_params(tasks), tasks.sketch[0], tasks.sketch_labels[0], refinement)
+
+    return make
+
+
 def flat_weights(params: Params) -> Tensor:
     return torch.cat([p.flatten() for p in params.values()])
 
@@ -80,7 +92,7 @@ class Evaluator:
         return self.groups.batch([index])
 
     def predict(self, net: PudNet, tasks: TaskBatch) -> Params:
-        labels = tasks.sketch_labels[0] if net.config.sketch_support else None
+        labels = tasks.sketch_labels[0] if net.config.uses_labels else None
         params, _ = net.predict_params(tasks.sketch[0], labels)
         return params
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.episodes import TaskBatch
-from .pudnet import PudNet
+
+if TYPE_CHECKING:  # pudnet.py imports this module's centroid helpers (through refine.py)
+    from .pudnet import PudNet
 
 
 def centroids(features: Tensor, labels: Tensor, ways: int) -> Tensor:

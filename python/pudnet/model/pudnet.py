@@ -14,6 +14,7 @@ from ..targets import Target, make_target
 from ..targets.base import Params, Stats
 from . import hotpath
 from .generators import WeightGenerators
+from .refine import Refinement, refine
 from .sketch import SketchEncoder
 
 WEIGHT_MODES = ("paper", "residual", "frozen_base")
@@ -44,6 +45,12 @@ class PudNetConfig:
     # at prediction, decorrelate the last convolution's output channels on the dataset (closed form; ConvNet-3)
     whiten: bool = False
     whiten_shrinkage: float = 0.1
+    # at prediction, refine the last `refine_last` parameter tensors by `refine_steps` SGD steps on the dataset:
+    # labelled centroid loss + `refine_pseudo` × pseudo-labels of every image (model/refine.py; 0 = off)
+    refine_steps: int = 0
+    refine_lr: float = 0.2
+    refine_last: int = 3
+    refine_pseudo: float = 1.0
     num_train_classes: int = 6  # the auxiliary full-classification head (training only)
     loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
     # weight of a hinge making each task's own weights beat another task's weights on it (losses.contrast_loss)
@@ -56,6 +63,16 @@ class PudNetConfig:
             raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _ = self.refinement  # constructing it validates the refine_* fields
+
+    @property
+    def refinement(self) -> Refinement:
+        return Refinement(self.refine_steps, self.refine_lr, self.refine_last, self.refine_pseudo)
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether a prediction needs labelled samples (the sketch sees prototypes, or the refinement)."""
+        return self.sketch_support or self.refine_steps > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,9 +99,13 @@ PRESETS: dict[str, dict] = {
     # a learned base (start it from the CE-pretrained baseline with `pudnet train --base-from`) plus a
     # dataset-conditioned residual; the sketch also sees the class prototypes of the labelled samples
     "residual-prototypes": {"weight_mode": "residual", "sketch_support": True},
-    # the shipped default: the same with the base frozen (at the pretrained baseline, `--base-from`) and the
-    # residual starting at 2% of He scale
+    # the same with the base frozen (at the pretrained baseline, `--base-from`) and the residual starting at 2%
+    # of He scale
     "frozen-base-prototypes": {"weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02},
+    # the shipped default: that, with its predictions refined on the dataset (model/refine.py)
+    "frozen-base-prototypes-refined": {
+        "weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02, "refine_steps": 10,
+    },
 }
 
 
@@ -229,10 +250,15 @@ class PudNet(nn.Module):
     def predict_params(
         self, images: Tensor, labels: Tensor | None = None, bf16: bool = True,
     ) -> tuple[Params, Stats]:
-        """:meth:`predict_weights` and the target's BatchNorm statistics on the same dataset (with ``bf16``,
-        from the target's pass over the dataset in bfloat16 autocast: 2× faster, statistics within ~0.6% of a
-        standard deviation of the float32 ones)."""
+        """:meth:`predict_weights`, refined on the dataset when ``config.refine_steps`` (model/refine.py), and
+        the target's BatchNorm statistics on the same dataset (with ``bf16``, from the target's pass over the
+        dataset in bfloat16 autocast: 2× faster, statistics within ~0.6% of a standard deviation of the float32
+        ones)."""
         params = self.predict_weights(images, labels, bf16)
+        if self.config.refine_steps:
+            if labels is None:
+                raise ValueError("this PudNet refines its weights on labelled samples: pass labels (−1 = unlabelled)")
+            params = refine(self.target, params, images, labels, self.config.refinement)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
             _, stats = self.target.forward(params, images)
         return params, stats
@@ -242,12 +268,12 @@ class PudNet(nn.Module):
         :meth:`predict_params`).
 
         ``data`` is an :class:`ImageStore` or images [N, C, H, W] (uint8, or floats in [0, 1]). A PudNet whose
-        sketch sees labelled samples needs ``support`` (e.g. ``data.labelled(per_class=10)``); its images
-        join the sketch with their labels.
+        sketch sees labelled samples, or that refines its weights, needs ``support`` (e.g.
+        ``data.labelled(per_class=10)``); its images join the dataset with their labels.
         """
         images = _as_float_images(data)
         labels = None
-        if self.config.sketch_support:
+        if self.config.uses_labels:
             if support is None:
                 raise ValueError("this PudNet needs labelled samples: predict(data, support=data.labelled(10))")
             classes = {c: i for i, c in enumerate(support.classes)}

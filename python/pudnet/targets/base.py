@@ -69,6 +69,12 @@ class Target:
         """Features ``[N, feature_dim]`` and the BatchNorm statistics used."""
         raise NotImplementedError
 
+    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str]) -> tuple[Tensor, Callable]:
+        """For repeated passes over one batch ``x`` in which only the parameters named in ``changing`` vary
+        (refinement of the last layers): the work that does not depend on them, done once, and a function
+        ``(params, prefix) -> forward(params, x)``. This default does nothing ahead."""
+        return x, lambda p, h: self.forward(p, h)
+
     def canonical(self, params: Params) -> Params:
         """``params`` with the degrees of freedom the network's function ignores divided out, so that
         distances between parameter sets measure distances between functions: every convolution here feeds

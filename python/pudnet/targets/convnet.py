@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -53,11 +55,32 @@ class ConvNet3(Target):
         return specs
 
     def forward(self, params: Params, x: Tensor, stats: Stats | None = None) -> tuple[Tensor, Stats]:
+        x, stats = self._blocks(params, x, stats, 1)
+        return x.flatten(1), stats
+
+    def _blocks(self, params: Params, x: Tensor, stats: Stats | None, first: int, last: int | None = None
+                ) -> tuple[Tensor, Stats]:
+        """Blocks ``first``..``last`` (default: to the end), unflattened output."""
         collected: Stats = {}
-        for i in range(1, self.depth + 1):
+        for i in range(first, (last or self.depth) + 1):
             x = F.conv2d(x, params[f"conv{i}.weight"], padding=1)
             x = F.max_pool2d(F.relu(batch_norm(x, f"bn{i}", params, stats, collected)), 2)
-        return x.flatten(1), (stats if stats is not None else collected)
+        return x, (stats if stats is not None else collected)
+
+    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str]) -> tuple[Tensor, Callable]:
+        """Runs the blocks before the first one holding a ``changing`` parameter (BatchNorm statistics from
+        ``x``, as ``forward`` computes them)."""
+        first = min(int(name.split(".")[0].removeprefix("conv").removeprefix("bn")) for name in changing)
+        if first == 1:
+            return super().frozen_prefix(params, x, changing)
+        with torch.no_grad():
+            prefix, _ = self._blocks(params, x, None, 1, first - 1)
+
+        def rest(p: Params, h: Tensor) -> tuple[Tensor, Stats]:
+            h, stats = self._blocks(p, h, None, first)
+            return h.flatten(1), stats
+
+        return prefix, rest
 
     def canonical(self, params: Params) -> Params:
         """Also each block's BatchNorm weight and bias divided by the weight's RMS: scaling both by c > 0

@@ -1,0 +1,23 @@
+"""Copy a PudNet checkpoint with the prediction-time refinement switched on (model/refine.py); the weights
+and the rest of the config are unchanged.
+
+    python benchmarks/experiments/with_refinement.py IN OUT --steps 10 --lr 0.2 --last 3 --pseudo 1
+"""
+import argparse
+from dataclasses import replace
+
+from pudnet.checkpoint import load_checkpoint, save_checkpoint
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("checkpoint")
+parser.add_argument("out")
+parser.add_argument("--steps", type=int, default=10)
+parser.add_argument("--lr", type=float, default=0.2)
+parser.add_argument("--last", type=int, default=3)
+parser.add_argument("--pseudo", type=float, default=1.0)
+args = parser.parse_args()
+net, extra = load_checkpoint(args.checkpoint)
+net.config = replace(net.config, refine_steps=args.steps, refine_lr=args.lr, refine_last=args.last,
+                     refine_pseudo=args.pseudo)
+save_checkpoint(net, args.out, **extra)
+print(f"{args.checkpoint} -> {args.out}: refinement {net.config.refinement}")

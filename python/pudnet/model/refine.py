@@ -1,0 +1,69 @@
+"""Transductive refinement of predicted weights on the dataset they were predicted for.
+
+A few SGD steps on the target's last parameter tensors: the centroid cross-entropy of the labelled images
+plus, weighted by ``pseudo``, the cross-entropy of every dataset image against its nearest centroid (hard
+pseudo-labels). Centroids come from the labelled images and BatchNorm statistics from the dataset, as in the
+evaluation protocol; nothing outside the dataset is used. benchmarks/NOTES.md (session 4) has the
+experiments behind the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..targets.base import Params, Target
+from .losses import centroids, cosine_logits
+
+
+@dataclass(frozen=True)
+class Refinement:
+    steps: int
+    lr: float = 0.2
+    last: int = 3  # trailing parameter tensors refined (ConvNet-3: conv3.weight, bn3.weight, bn3.bias)
+    pseudo: float = 1.0
+    tau: float = 10.0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.lr <= 0 or self.last < 1 or self.pseudo < 0:
+            raise ValueError(f"refinement needs steps ≥ 0, lr > 0, last ≥ 1 and pseudo ≥ 0, got {self}")
+
+
+def refinement_loss(features: Tensor, labels: Tensor, tau: float, pseudo: float) -> Tensor:
+    """Labelled centroid cross-entropy + ``pseudo`` × nearest-centroid pseudo-label cross-entropy of the
+    dataset's ``features`` [N, D] (``labels`` −1 where unlabelled)."""
+    known = labels >= 0
+    centres = centroids(features[known], labels[known], int(labels.max()) + 1)
+    logits = cosine_logits(features, centres, tau)
+    loss = F.cross_entropy(logits[known], labels[known])
+    if pseudo:
+        loss = loss + pseudo * F.cross_entropy(logits, logits.argmax(1).detach())
+    return loss
+
+
+def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement) -> Params:
+    """``params`` after ``refinement.steps`` SGD steps on the last ``refinement.last`` tensors (float32).
+
+    ``images`` [N, C, H, W] is the dataset, ``labels`` [N] a class index per labelled image and −1 elsewhere.
+    """
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"refinement needs one label per image: {list(images.shape)} vs {list(labels.shape)}")
+    counts = torch.bincount(labels[labels >= 0])
+    if len(counts) < 2 or bool((counts == 0).any()):
+        raise ValueError("refinement needs labelled images (labels 0..K−1, K ≥ 2, each class present)")
+    names = [spec.name for spec in target.specs()][-refinement.last:]
+    params = {name: value.float() for name, value in params.items()}
+    trained = {name: params[name].clone().requires_grad_() for name in names}
+    with torch.enable_grad():
+        prefix, rest = target.frozen_prefix(params, images.float(), set(names))
+        for _ in range(refinement.steps):
+            features, _ = rest(params | trained, prefix)
+            loss = refinement_loss(features, labels, refinement.tau, refinement.pseudo)
+            grads = torch.autograd.grad(loss, list(trained.values()))
+            with torch.no_grad():
+                for value, grad in zip(trained.values(), grads):
+                    value -= refinement.lr * grad
+    return params | {name: value.detach() for name, value in trained.items()}

@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from pudnet.baselines.common import params_from_module
+from pudnet.checkpoint import load_checkpoint, save_checkpoint
+from pudnet.data.episodes import EpisodeStream
+from pudnet.data.sampler import EpisodeSpec
+from pudnet.evaluate import refined_baseline
+from pudnet.model.refine import Refinement, refine, refinement_loss
+from pudnet.targets import make_target
+
+from test_model import tiny
+
+SPEC = EpisodeSpec(ways=3, sketch=20, support=4, query=5)
+
+
+@pytest.fixture
+def group(small_fashion):
+    return EpisodeStream(small_fashion, [6, 7, 8], SPEC, seed=3).batch([0])
+
+
+@pytest.fixture
+def target():
+    return make_target("convnet3", in_channels=1, image_size=28, width=8)
+
+
+def loss_of(target, params, images, labels, refinement):
+    features, _ = target.forward(params, images)
+    return refinement_loss(features, labels, refinement.tau, refinement.pseudo).item()
+
+
+def test_frozen_prefix_then_rest_equals_the_whole_forward(target, group):
+    params = target.random_params(torch.Generator().manual_seed(1))
+    images = group.sketch[0]
+    whole, whole_stats = target.forward(params, images)
+    for changing in ({"conv3.weight"}, {"bn2.bias", "conv3.weight"}, {"conv1.weight"}):
+        prefix, rest = target.frozen_prefix(params, images, changing)
+        features, stats = rest(params, prefix)
+        torch.testing.assert_close(features, whole)
+        for name, (mean, var) in stats.items():
+            torch.testing.assert_close(mean, whole_stats[name][0])
+            torch.testing.assert_close(var, whole_stats[name][1])
+
+
+def test_refinement_moves_only_the_last_tensors_and_lowers_its_loss(target, group):
+    params = target.random_params(torch.Generator().manual_seed(1))
+    images, labels = group.sketch[0], group.sketch_labels[0]
+    refinement = Refinement(steps=5, lr=0.2, last=3)
+    refined = refine(target, params, images, labels, refinement)
+    changed = [name for name in params if not torch.equal(params[name], refined[name])]
+    assert changed == ["conv3.weight", "bn3.weight", "bn3.bias"]
+    assert loss_of(target, refined, images, labels, refinement) < loss_of(target, params, images, labels, refinement)
+    again = refine(target, params, images, labels, refinement)
+    assert all(torch.equal(refined[name], again[name]) for name in params)
+
+
+def test_refinement_rejects_missing_or_mismatched_labels(target, group):
+    params = target.random_params()
+    images = group.sketch[0]
+    with pytest.raises(ValueError, match="one label per image"):
+        refine(target, params, images, group.sketch_labels[0][:-1], Refinement(2))
+    with pytest.raises(ValueError, match="labelled images"):
+        refine(target, params, images, torch.full((len(images),), -1), Refinement(2))
+    missing_class = group.sketch_labels[0].clone()
+    missing_class[missing_class == 1] = -1
+    with pytest.raises(ValueError, match="each class present"):
+        refine(target, params, images, missing_class, Refinement(2))
+    with pytest.raises(ValueError, match="steps ≥ 0"):
+        Refinement(steps=-1)
+
+
+def test_a_refining_pudnet_needs_labels_refines_its_prediction_and_keeps_it_in_checkpoints(
+        small_fashion, group, tmp_path):
+    net = tiny(refine_steps=3).eval()
+    assert net.config.uses_labels and not net.config.sketch_support
+    images, labels = group.sketch[0], group.sketch_labels[0]
+    with pytest.raises(ValueError, match="labels"):
+        net.predict_params(images)
+    refined, _ = net.predict_params(images, labels)
+    plain = net.predict_weights(images, labels)
+    assert not torch.equal(refined["conv3.weight"], plain["conv3.weight"])
+    assert torch.equal(refined["conv2.weight"], plain["conv2.weight"])
+    data = small_fashion.of_classes([6, 7, 8])
+    with pytest.raises(ValueError, match="labelled samples"):
+        net.predict(data)
+    module = net.predict(data, support=data.labelled(per_class=4))
+    assert module(data.tensor()[:5]).shape == (5, net.target.feature_dim)
+    save_checkpoint(net, tmp_path / "refining.safetensors")
+    loaded, _ = load_checkpoint(tmp_path / "refining.safetensors")
+    assert loaded.config.refinement == net.config.refinement
+
+
+def test_refined_baseline_refines_the_baselines_parameters_per_group(target, group):
+    fixed = params_from_module(target.module(), target)
+    make = refined_baseline(lambda tasks: fixed, target, Refinement(steps=2))
+    refined = make(group)
+    assert not torch.equal(refined["conv3.weight"], fixed["conv3.weight"])
+    assert torch.equal(refined["conv1.weight"], fixed["conv1.weight"])
