@@ -25,6 +25,7 @@ from pudnet.checkpoint import load_checkpoint
 from pudnet.data import datasets
 from pudnet.evaluate import accuracy_with, mean_ci
 from pudnet.model.losses import centroids, cosine_logits
+from pudnet.model.refine import refinement_loss
 from pudnet.targets import make_target
 from pudnet.train import TrainConfig, Validator, holdout_split
 
@@ -33,16 +34,13 @@ KINDS = ("sgd", "pl", "ent")
 
 def adaptation_loss(target, params, tasks, kind, weight):
     features, _ = target.forward(params, tasks.sketch[0])
-    labels = tasks.labels("support")
-    support = features[tasks.support_positions]
-    centres = centroids(support, labels, tasks.spec.ways)
-    loss = F.cross_entropy(cosine_logits(support, centres, 10.0), labels)
-    if kind == "sgd":
-        return loss
-    logits = cosine_logits(features, centres, 10.0)
-    if kind == "pl":
-        return loss + weight * F.cross_entropy(logits, logits.argmax(1).detach())
-    return loss + weight * -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+    labels = tasks.sketch_labels[0]
+    if kind != "ent":
+        return refinement_loss(features, labels, 10.0, weight if kind == "pl" else 0.0)
+    known = labels >= 0
+    logits = cosine_logits(features, centroids(features[known], labels[known], tasks.spec.ways), 10.0)
+    entropy = -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+    return F.cross_entropy(logits[known], labels[known]) + weight * entropy
 
 
 def adapted(target, params, tasks, kind, lr, steps, weight, only=()):

@@ -12,17 +12,9 @@ import torch
 from pudnet.baselines import shipped_path
 from pudnet.baselines.common import load_baseline
 from pudnet.data import datasets
-from pudnet.evaluate import mean_ci
-from pudnet.model.losses import centroids, cosine_logits
+from pudnet.evaluate import accuracy_with, mean_ci
 from pudnet.targets import make_target
 from pudnet.train import TrainConfig, Validator, holdout_split
-
-
-def accuracy_with_stats(target, params, stats, tasks):
-    features, _ = target.forward(params, tasks.sketch[0], stats)
-    query, _ = target.forward(params, tasks.query[0], stats)
-    centres = centroids(features[tasks.support_positions], tasks.labels("support"), tasks.spec.ways)
-    return (cosine_logits(query, centres, 1.0).argmax(1) == tasks.labels("query")).float().mean().item()
 
 
 def mixed(dataset_stats, training_stats, share):
@@ -62,7 +54,7 @@ def main():
             _, dataset_stats = target.forward(params, tasks.sketch[0])
             for share in shares:
                 stats = mixed(dataset_stats, training_stats, share)
-                scores[share].append(100 * accuracy_with_stats(target, params, stats, tasks))
+                scores[share].append(100 * accuracy_with(target, params, tasks, 0, stats))
     for share, values in scores.items():
         mean, ci = mean_ci(values)
         diff, diff_ci = mean_ci([a - b for a, b in zip(values, scores[1.0])])

@@ -24,7 +24,7 @@ from .data.store import ImageStore
 from .model.losses import centroids, cosine_logits
 from .model.pudnet import PudNet
 from .model.refine import Refinement, refine
-from .targets.base import Params, Target
+from .targets.base import Params, Stats, Target
 
 
 @dataclass
@@ -52,9 +52,11 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(len(array)))
 
 
-def accuracy_with(target: Target, params: Params, tasks: TaskBatch, index: int) -> float:
-    """Top-1 of the centroid classifier on task ``index``'s queries; BatchNorm statistics from its dataset."""
-    features, stats = target.forward(params, tasks.sketch[index])
+def accuracy_with(target: Target, params: Params, tasks: TaskBatch, index: int, stats: Stats | None = None
+                  ) -> float:
+    """Top-1 of the centroid classifier on task ``index``'s queries; BatchNorm statistics from its dataset
+    unless ``stats`` are given."""
+    features, stats = target.forward(params, tasks.sketch[index], stats)
     support = features[tasks.support_positions]
     query, _ = target.forward(params, tasks.query[index], stats)
     logits = cosine_logits(query, centroids(support, tasks.labels("support"), tasks.spec.ways), 1.0)
