@@ -1,7 +1,8 @@
 """Triton hot path (issue 4) against eager PyTorch and torch.compile (pytest-benchmark).
 
 Run: ``nice -n 10 python -m pytest benchmarks/bench_kernels.py --benchmark-only -s``
-(the full table in one command: ``pudnet bench kernels`` / ``python -m pudnet.kernels.bench``).
+(the full table in one command: ``pudnet bench kernels`` / ``python -m pudnet.bench_kernels``; on a GPU machine,
+``benchmarks/gpu_check.sh`` runs everything that needs the GPU).
 
 For ConvNet-3, ResNet-18 and ResNet-34 (their real parameter lists: AHRU steps = number of parameter tensors,
 generator groups by kernel size, the real ``O_l``), embedding 128, generator hidden 32, meta-batch 1 and 16:
@@ -27,7 +28,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from pudnet.kernels import bench  # noqa: E402 (imports no triton)
+from pudnet import bench_kernels as bench  # noqa: E402 (imports no triton)
 
 TARGETS = list(bench.TARGETS)
 BATCHES = list(bench.BATCHES)
@@ -86,13 +87,11 @@ def test_gpu(benchmark, sizes, target, batch, op, path):
         pytest.skip("TRITON_INTERPRET is set: GPU timings need compiled kernels (unset it)")
     import triton.testing
 
-    from pudnet.kernels.ahru import ahru_triton
-    from pudnet.kernels.generators import generate_triton
     from pudnet.model import hotpath
 
     inputs = bench.make_inputs(sizes[target], batch, "cuda", requires_grad=True)
     fns = {"eager": (hotpath.ahru_eager, hotpath.generate_eager),
-           "triton": (ahru_triton, generate_triton),
+           "triton": (hotpath.ahru, hotpath.generate),  # the custom ops: Triton kernels on CUDA tensors
            "compile": (torch.compile(hotpath.ahru_eager), torch.compile(hotpath.generate_eager))}[path]
     fn = bench.make_ops(inputs, *fns)[op]
     median_ms = triton.testing.do_bench(fn, return_mode="median")

@@ -1,19 +1,20 @@
-"""Meta-training throughput (pytest-benchmark): one step of 4 tasks (4-way, 50 sketch + 15 query per class,
-ConvNet-3 target), bf16 autocast vs float32 and the native (Rust) vs the reference (Python) data path.
+"""Meta-training throughput (pytest-benchmark): one step of 4 tasks (4-way, 50 sketch + 15 query per class)
+of the shipped configuration (`pudnet.bench.SHIPPED_PRESET`, ConvNet-3), default precision vs float32, and
+the native (Rust) vs the reference (Python) data path.
 
-    python -m pytest benchmarks/bench_train.py --benchmark-only
+    OMP_NUM_THREADS=2 python -m pytest benchmarks/bench_train.py --benchmark-only
 
-tasks/s = 4 / (seconds per step).
+tasks/s = 4 / (seconds per step). Interleaved variants over threads and precisions, ResNet-18 included, with
+the figures recorded: `pudnet bench train --threads 2 --record`.
 """
 
 import pytest
 import torch
 
+from pudnet.bench import step_function
 from pudnet.data import native
 from pudnet.data.episodes import EpisodeStream
 from pudnet.data.sampler import EpisodeSpec
-from pudnet.model.pudnet import PudNet, PudNetConfig
-from pudnet.train import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,12 @@ def store():
     return datasets.fashion_mnist("train")
 
 
-@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
-def test_train_step(benchmark, store, tmp_path, bf16):
-    torch.manual_seed(0)
-    trainer = Trainer(PudNet(PudNetConfig()), TrainConfig(bf16=bf16), tmp_path, store)
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_train_step(benchmark, precision):
+    step = step_function("convnet3", torch.device("cpu"), precision, torch.get_num_threads())
     benchmark.group = "train-step"
     benchmark.extra_info["tasks_per_step"] = 4
-    benchmark.pedantic(trainer.train_step, rounds=6, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=6, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "reference"])

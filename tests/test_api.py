@@ -83,14 +83,14 @@ def test_cli_bad_checkpoint_is_a_clear_error_and_overwrites_nothing(tmp_path, ca
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"keep me")
     code = main(["predict", "--checkpoint", str(bad), "--out", str(out)])
-    assert code == 2
+    assert code == 3  # a data or checkpoint error
     assert "not a readable safetensors file" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
 
 
 def test_cli_missing_fashion_mnist_names_the_fix(tmp_path, capsys, tiny_checkpoint):
     code = main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path), "--groups", "1"])
-    assert code == 2
+    assert code == 3  # a data or checkpoint error
     err = capsys.readouterr().err
     assert "dataset-fashion-mnist" in err and "--data" in err
 

@@ -1,8 +1,11 @@
 """Triton hot path (pudnet.kernels) against the eager reference computed in float64.
 
-On a machine without a GPU the kernels run on CPU tensors in Triton's interpreter: TRITON_INTERPRET=1 is set
-here before anything below imports triton's kernels (a kernel module imported earlier without it is
-reloaded). With a GPU (and TRITON_INTERPRET unset) the same tests run the compiled kernels on CUDA tensors.
+The kernels are reached through the custom ops ``pudnet::ahru`` / ``pudnet::generate`` (``pudnet.model.hotpath``)
+and tested in two variants, one per process: "cpu" runs them on CPU tensors in Triton's interpreter
+(``hotpath.use_triton``; TRITON_INTERPRET=1 is set here, as in conftest.py, before anything below imports
+triton's kernels, and a kernel module imported earlier without it is reloaded); "cuda" runs the compiled kernels
+on CUDA tensors and needs a GPU and ``TRITON_INTERPRET=0`` (``benchmarks/gpu_check.sh`` runs it). Each variant is
+skipped, with the reason, where the other one runs.
 
 Every run draws fresh random inputs (seed from os.urandom, printed in every failure message; set
 PUDNET_TEST_SEED to replay one), and every buffer the launchers allocate is poisoned with NaN, so an element a
@@ -17,7 +20,7 @@ import sys
 
 import torch
 
-ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")  # compiled kernels
 if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
     if "triton" in sys.modules:  # triton decorates its standard library when imported: too late to switch
@@ -28,6 +31,7 @@ if not ON_GPU:
             raise RuntimeError("triton was imported before TRITON_INTERPRET=1 was set; set it first "
                                "(tests/conftest.py does, before importing anything that imports triton)")
 
+import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import random  # noqa: E402
 
@@ -36,8 +40,14 @@ import pytest  # noqa: E402
 from pudnet.kernels import _common  # noqa: E402 (no triton import)
 from pudnet.model import hotpath  # noqa: E402
 
-DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 TOL = 1e-5
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.skipif(
+        ON_GPU, reason="Triton's interpreter is off (TRITON_INTERPRET=0): the CPU variants need it")),
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not ON_GPU, reason="no CUDA device" if not torch.cuda.is_available()
+        else "TRITON_INTERPRET=1: the CUDA variants need compiled kernels (run with TRITON_INTERPRET=0)")),
+]
 
 
 def _kernel_modules():
@@ -62,13 +72,11 @@ def _poison_and_reset():
     _common.POISON = True
     kahru.OVERRIDE.clear()
     kgen.OVERRIDE.clear()
-    force = hotpath._FORCE
     yield
     _common.POISON = False
     torch.set_num_threads(threads)
     kahru.OVERRIDE.clear()
     kgen.OVERRIDE.clear()
-    hotpath._FORCE = force
 
 
 @pytest.fixture
@@ -96,8 +104,18 @@ def flat_grads(tensors) -> torch.Tensor:
     return torch.cat([t.grad.detach().double().cpu().flatten() for t in tensors])
 
 
-def leaves(tensors, dtype, device=DEVICE):
+def leaves(tensors, dtype, device):
     return [t.to(device=device, dtype=dtype).detach().requires_grad_() for t in tensors]
+
+
+@contextlib.contextmanager
+def triton_path(device: str):
+    """The ops' Triton kernels — by dispatch for CUDA tensors, through the test hook for CPU tensors — and a
+    check that they ran."""
+    with hotpath.use_triton(True) if device == "cpu" else contextlib.nullcontext(), \
+            _common.count_launches() as launches:
+        yield
+    assert sum(launches.values()) > 0, "the Triton kernels did not run"
 
 
 # ------------------------------------------------------------------------------------------------------ AHRU
@@ -129,8 +147,9 @@ AHRU_CASES = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(AHRU_CASES))
-def test_ahru_matches_float64_eager(case, seed):
+def test_ahru_matches_float64_eager(case, device, seed):
     spec = AHRU_CASES[case]
     kahru.OVERRIDE.update(spec["override"])
     gen = torch.Generator().manual_seed(seed)
@@ -138,9 +157,10 @@ def test_ahru_matches_float64_eager(case, seed):
     inputs = ahru_inputs(spec["batch"], spec["emb"], gen)
     grad_out = torch.randn(spec["batch"], spec["steps"], spec["emb"], generator=gen)
 
-    ours = leaves(inputs, torch.float32)
-    out = kahru.ahru_triton(*ours, alpha, spec["steps"])
-    out.backward(grad_out.to(DEVICE))
+    ours = leaves(inputs, torch.float32, device)
+    with triton_path(device):
+        out = hotpath.ahru(*ours, alpha, spec["steps"])
+        out.backward(grad_out.to(device))
     ref_in = leaves(inputs, torch.float64, device="cpu")
     ref = hotpath.ahru_eager(*ref_in, alpha, spec["steps"])
     ref.backward(grad_out.double())
@@ -182,8 +202,9 @@ GEN_CASES = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(GEN_CASES))
-def test_generators_match_float64_eager(case, seed):
+def test_generators_match_float64_eager(case, device, seed):
     spec = GEN_CASES[case]
     kgen.OVERRIDE.update(spec["override"])
     gen = torch.Generator().manual_seed(seed)
@@ -194,16 +215,17 @@ def test_generators_match_float64_eager(case, seed):
                                              sizes, gen)
     grads_out = [torch.randn(spec["batch"], o, k, k, generator=gen) for o in sizes]
 
-    ours = leaves(stacked, torch.float32)
-    ours_w, ours_b = leaves(out_w, torch.float32), leaves(out_b, torch.float32)
+    ours = leaves(stacked, torch.float32, device)
+    ours_w, ours_b = leaves(out_w, torch.float32, device), leaves(out_b, torch.float32, device)
     codes = ours[0]
     if spec.get("strided"):  # the layers' codes as a strided view of a larger tensor
-        wide = torch.zeros(spec["batch"], 2 * spec["layers"], spec["emb"], device=DEVICE)
-        wide = wide.index_copy(1, torch.arange(0, 2 * spec["layers"], 2, device=DEVICE), codes)
+        wide = torch.zeros(spec["batch"], 2 * spec["layers"], spec["emb"], device=device)
+        wide = wide.index_copy(1, torch.arange(0, 2 * spec["layers"], 2, device=device), codes)
         codes = wide[:, ::2]
         assert not codes.is_contiguous()
-    outs = kgen.generate_triton(codes, *ours[1:], ours_w, ours_b, k)
-    torch.autograd.backward(outs, [g.to(DEVICE) for g in grads_out])
+    with triton_path(device):
+        outs = hotpath.generate(codes, *ours[1:], ours_w, ours_b, k)
+        torch.autograd.backward(outs, [g.to(device) for g in grads_out])
 
     ref_in = leaves(stacked, torch.float64, device="cpu")
     ref_w, ref_b = leaves(out_w, torch.float64, device="cpu"), leaves(out_b, torch.float64, device="cpu")
@@ -224,9 +246,11 @@ def test_generators_match_float64_eager(case, seed):
 # ---------------------------------------------------------------------------------- dispatch and launch counts
 
 
-def test_forced_triton_dispatch_matches_eager_and_fuses(seed):
-    """use_triton(True) routes hotpath.ahru / hotpath.generate to the kernels: same numbers as eager, and the
-    launch counts of the fused path (AHRU 1 forward + 2 backward; a generator group 2 + 2), whatever L is."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_forced_kernels_match_and_fuse(device, seed):
+    """use_triton(True / False) routes hotpath.ahru / hotpath.generate to the kernels / the eager reference: same
+    numbers, and the launch counts of the fused path (AHRU 1 forward + 2 backward; a generator group 2 + 2),
+    whatever L is."""
     gen = torch.Generator().manual_seed(seed)
     batch, emb, hidden, steps, k = 2, 24, 16, 11, 3
     sizes = [random.Random(seed).randint(1, 40) for _ in range(steps)]
@@ -234,16 +258,16 @@ def test_forced_triton_dispatch_matches_eager_and_fuses(seed):
     stacked, out_w, out_b = generator_inputs(batch, steps, emb, hidden, k, sizes, gen)
     results = {}
     for mode in (False, True):
-        hotpath.use_triton(mode)
-        a_in = leaves(ahru_in, torch.float32)
-        g_in = leaves(stacked, torch.float32)
-        g_w, g_b = leaves(out_w, torch.float32), leaves(out_b, torch.float32)
-        with _common.count_launches() as fwd:
-            r = hotpath.ahru(*a_in, 0.3, steps)
-            raws = hotpath.generate(r, *g_in[1:], g_w, g_b, k)
-        loss = sum((raw * raw).sum() for raw in raws) + r.sum()
-        with _common.count_launches() as bwd:
-            loss.backward()
+        a_in = leaves(ahru_in, torch.float32, device)
+        g_in = leaves(stacked, torch.float32, device)
+        g_w, g_b = leaves(out_w, torch.float32, device), leaves(out_b, torch.float32, device)
+        with hotpath.use_triton(mode):
+            with _common.count_launches() as fwd:
+                r = hotpath.ahru(*a_in, 0.3, steps)
+                raws = hotpath.generate(r, *g_in[1:], g_w, g_b, k)
+            loss = sum((raw * raw).sum() for raw in raws) + r.sum()
+            with _common.count_launches() as bwd:
+                loss.backward()
         grads = [t.grad for t in a_in + g_in[1:]] + [flat_grads(g_w), flat_grads(g_b)]
         results[mode] = (r, raws, grads, dict(fwd), dict(bwd))
 
@@ -260,45 +284,123 @@ def test_forced_triton_dispatch_matches_eager_and_fuses(seed):
         check(f"dispatch grad[{i}]", a, b, seed)
 
 
-def test_device_dispatch_default():
-    """Without a forced switch, CPU tensors take the eager path (no launch); CUDA tensors the Triton path."""
-    hotpath.use_triton(None)
+@pytest.mark.parametrize("device", DEVICES)
+def test_unused_outputs(device, seed):
+    """A loss that uses one layer's output alone (autograd hands the others' gradients over as None, since the
+    ops make up no zero gradients): the kernels' gradients are the eager reference's."""
+    gen = torch.Generator().manual_seed(seed)
+    stacked, out_w, out_b = generator_inputs(2, 3, 20, 16, 3, [40, 3, 100], gen)
+    grads = {}
+    for mode in (False, True):
+        inputs = leaves([*stacked, *out_w, *out_b], torch.float32, device)
+        with hotpath.use_triton(mode):
+            raws = hotpath.generate(*inputs[:5], inputs[5:8], inputs[8:], 3)
+            (raws[1] ** 2).sum().backward()
+        grads[mode] = torch.cat([t.grad.flatten() for t in inputs])
+    check("unused outputs", grads[True], grads[False], seed)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_dispatch_default(device):
+    """Without the hook, CPU tensors take the eager kernel (no launch), CUDA tensors the Triton one; float64
+    stays on the eager reference everywhere."""
     gen = torch.Generator().manual_seed(0)
-    inputs = [t.to(DEVICE) for t in ahru_inputs(2, 16, gen)]
+    inputs = [t.to(device) for t in ahru_inputs(2, 16, gen)]
     with _common.count_launches() as launches:
         hotpath.ahru(*inputs, 0.3, 3)
-    assert sum(launches.values()) == (1 if DEVICE.type == "cuda" else 0)
+    assert sum(launches.values()) == (1 if device == "cuda" else 0)
+    with _common.count_launches() as launches:
+        hotpath.ahru(*[t.double() for t in inputs], 0.3, 3)
+    assert sum(launches.values()) == 0
 
 
-def test_poison_marks_unwritten_elements():
+@pytest.mark.parametrize("device", DEVICES)
+def test_poison_marks_unwritten_elements(device):
     """The poison hook itself: a launcher buffer is NaN until written, and rel_err flags it."""
-    buf = _common.buffer((3, 4), DEVICE)
+    buf = _common.buffer((3, 4), device)
     assert torch.isnan(buf).all()
     assert rel_err(buf, torch.ones(3, 4)) == float("inf")
 
 
-def test_model_generators_take_the_triton_path(seed):
-    """The model's own generator module (ConvNet-3 specs: a k=3 and a k=1 group) through the forced Triton path
+@pytest.mark.parametrize("device", DEVICES)
+def test_model_generators_take_the_triton_path(device, seed):
+    """The model's own generator module (ConvNet-3 specs: a k=3 and a k=1 group) through the Triton kernels
     gives the eager numbers, outputs and parameter gradients."""
     from pudnet.model.generators import WeightGenerators
     from pudnet.targets import make_target
 
     torch.manual_seed(seed)
     specs = make_target("convnet3").specs()
-    module = WeightGenerators(specs, 24, 16).to(DEVICE)
-    codes = torch.randn(2, len(specs), 24, device=DEVICE)
+    module = WeightGenerators(specs, 24, 16).to(device)
+    codes = torch.randn(2, len(specs), 24, device=device)
     results = {}
     for mode in (False, True):
-        hotpath.use_triton(mode)
         module.zero_grad()
         c = codes.clone().requires_grad_()
-        with _common.count_launches() as launches:
+        with hotpath.use_triton(mode), _common.count_launches() as launches:
             raws = module(c)
-        sum((r * r).sum() for r in raws).backward()
+            sum((r * r).sum() for r in raws).backward()
         results[mode] = (raws, [c.grad] + [p.grad for p in module.parameters()], sum(launches.values()))
     (raws_e, grads_e, n_e), (raws_t, grads_t, n_t) = results[False], results[True]
-    assert n_e == 0 and n_t == 2 * len(module.groups)
+    assert n_e == 0 and n_t == 4 * len(module.groups)
     for spec, a, b in zip(specs, raws_t, raws_e):
         assert a.shape == (2, *spec.shape)
         check(f"model {spec.name}", a, b, seed)
     check("model grads", torch.cat([g.flatten() for g in grads_t]), torch.cat([g.flatten() for g in grads_e]), seed)
+
+
+# ------------------------------------------------------------------------------- the ops' fake kernels
+
+
+def _ahru_call(device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return (*leaves(ahru_inputs(2, 24, gen), torch.float32, device), 0.3, 5)
+
+
+def _generate_call(device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    stacked, out_w, out_b = generator_inputs(2, 3, 20, 16, 3, [40, 3, 100], gen)
+    return (*leaves(stacked, torch.float32, device), leaves(out_w, torch.float32, device),
+            leaves(out_b, torch.float32, device), 3)
+
+
+OP_CALLS = {"ahru": _ahru_call, "generate": _generate_call}
+
+
+@pytest.mark.parametrize("op", list(OP_CALLS))
+def test_fake_kernels_describe_the_triton_path(op, seed):
+    """The fake kernel of a CUDA call (the Triton path: its result and the residuals its backward reads) has the
+    shapes and dtypes the Triton kernels give; checked on CPU tensors in the interpreter, against fake CUDA
+    tensors."""
+    if ON_GPU:
+        pytest.skip("the CUDA variant is test_opcheck_cuda")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = OP_CALLS[op]("cpu", seed)
+    overload = getattr(torch.ops.pudnet, op).default
+    with hotpath.use_triton(True):
+        real = overload(*args)
+    with FakeTensorMode():
+        fake = overload(*[_on_fake_cuda(a) for a in args])
+    real_leaves, fake_leaves = torch.utils._pytree.tree_leaves(real), torch.utils._pytree.tree_leaves(fake)
+    assert len(real_leaves) == len(fake_leaves)
+    for r, f in zip(real_leaves, fake_leaves):
+        assert (r.shape, r.dtype, r.stride()) == (f.shape, f.dtype, f.stride())
+
+
+def _on_fake_cuda(value):
+    if isinstance(value, list):
+        return [_on_fake_cuda(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return torch.empty(value.shape, dtype=value.dtype, device="cuda").requires_grad_(value.requires_grad)
+    return value
+
+
+@pytest.mark.parametrize("op", list(OP_CALLS))
+def test_opcheck_cuda(op, seed):
+    """torch.library.opcheck on CUDA tensors: schema, autograd registration, fake kernel against the Triton
+    kernels, and AOT dispatch with dynamic shapes (forward and backward)."""
+    if not ON_GPU:
+        pytest.skip("no CUDA device with compiled Triton kernels (the CPU variant is "
+                    "test_fake_kernels_describe_the_triton_path)")
+    torch.library.opcheck(getattr(torch.ops.pudnet, op).default, OP_CALLS[op]("cuda", seed))

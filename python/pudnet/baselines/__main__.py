@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..hardware import PRECISIONS
+
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t.strip())
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     train.add_argument("--seed", type=int, help="seed (default 0)")
     train.add_argument("--val-groups", type=int, help="validation groups (default 40)")
-    train.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bf16 autocast")
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="compute dtype (default auto: bf16 where the CPU runs it natively, else fp32)")
     train.add_argument("--data", help="folder holding the Fashion-MNIST IDX files (default: the apt package)")
     train.add_argument("--threads", type=int, help="torch threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         options = ("epochs", "batch_size", "steps", "distance", "val_every", "lr", "seed", "val_groups")
         overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
-        if args.no_bf16:
-            overrides["bf16"] = False
+        overrides["precision"] = args.precision
         only = {"pretrained": {"steps", "distance", "val_every"}, "protonet": {"epochs", "batch_size"}}
         wrong = sorted(only[args.name] & set(overrides))
         if wrong:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, atomic_save, read_safetensors
+from .. import hardware
 from ..data.episodes import EpisodeStream
 from ..data.sampler import EpisodeSpec
 from ..data.store import ImageStore, hold_out
@@ -87,11 +88,11 @@ class Validation:
         self.tasks = [stream.batch([g]) for g in range(self.groups)]
 
     @torch.no_grad()
-    def score(self, target: Target, params: Params, bf16: bool = True) -> float:
+    def score(self, target: Target, params: Params, precision: str = "auto") -> float:
         """Mean top-1 (fraction) over the validation groups."""
         from ..evaluate import accuracy_with
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with hardware.autocast("cpu", precision):
             scores = [accuracy_with(target, params, tasks, 0) for tasks in self.tasks]
         return float(np.mean(scores))
 

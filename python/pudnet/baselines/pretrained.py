@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import hardware
 from ..data.sampler import EpisodeSpec
 from ..data.store import ImageStore
 from ..targets.base import Params, Target
@@ -37,7 +38,7 @@ class PretrainConfig:
     val_sketch: int = 100  # validation groups: images per class of the dataset (10 of them labelled)
     val_query: int = 50  # and queries per class, all from the held-out images
     evals_per_epoch: int = 2
-    bf16: bool = True
+    precision: str = "auto"  # pudnet.hardware: bf16 autocast where the CPU runs it natively, else float32
     max_images: int | None = None  # cap on training images (tests); None = all
 
 
@@ -71,7 +72,7 @@ def train_pretrained(
             if len(chosen) < 2:
                 continue
             x = train_store.tensor(pool[chosen.numpy()])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with hardware.autocast("cpu", config.precision):
                 loss = F.cross_entropy(head(module(x)), labels_all[chosen])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -80,7 +81,7 @@ def train_pretrained(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             if step + 1 in eval_at:
                 params = params_from_module(module, target)
-                val = validation.score(target, params, config.bf16)
+                val = validation.score(target, params, config.precision)
                 point = {"epoch": epoch + (step + 1) / steps_per_epoch, "loss": loss.item(), "val_acc": val,
                          "elapsed_s": round(time.perf_counter() - started, 1)}
                 history.append(point)

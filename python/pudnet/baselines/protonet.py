@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import hardware
 from ..data.episodes import EpisodeStream
 from ..data.sampler import EpisodeSpec
 from ..data.store import ImageStore
@@ -45,7 +46,7 @@ class ProtoNetConfig:
     val_sketch: int = 100  # validation groups: images per class of the dataset (10 of them labelled)
     val_query: int = 50  # and queries per class, all from the held-out images
     val_every: int = 100
-    bf16: bool = True
+    precision: str = "auto"  # pudnet.hardware
 
     def __post_init__(self):
         if self.distance not in ("cosine", "euclidean"):
@@ -90,7 +91,7 @@ def train_protonet(
     bar = tqdm(total=config.steps, desc=f"protonet ({config.distance})", unit="task", disable=not progress)
     for step in range(1, config.steps + 1):
         tasks = stream.batch([step - 1])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        with hardware.autocast("cpu", config.precision):
             loss, acc = episode_loss(target, params, tasks, config.distance, log_tau.exp())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -98,7 +99,7 @@ def train_protonet(
         window.append((loss.item(), acc.item()))
         bar.update(1)
         if step % config.val_every == 0 or step == config.steps:
-            val = validation.score(target, params_from_module(module, target), config.bf16)
+            val = validation.score(target, params_from_module(module, target), config.precision)
             point = {
                 "step": step, "loss": sum(w[0] for w in window) / len(window),
                 "train_acc": sum(w[1] for w in window) / len(window), "val_acc": val,

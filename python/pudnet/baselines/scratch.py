@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import hardware
 from ..data.episodes import TaskBatch
 from ..targets.base import Params, Target
 from .common import load_params_into, params_from_module
@@ -37,7 +38,7 @@ class ScratchConfig:
     lr: float = 1e-3
     batch_size: int = 32
     seed: int = 0
-    bf16: bool = True
+    precision: str = "auto"  # pudnet.hardware
 
     def __post_init__(self):
         if self.optimiser not in ("adam", "gc"):
@@ -91,17 +92,18 @@ class ScratchBaseline:
         with torch.no_grad():
             head.weight.copy_(torch.rand(head.weight.shape, generator=generator) * 2 * bound - bound)
             head.bias.zero_()
+        module.to(x.device), head.to(x.device)
         parameters = list(module.parameters()) + list(head.parameters())
         optimizer = torch.optim.Adam(parameters, lr=config.lr)
         module.train()
         with torch.enable_grad():  # the evaluator calls baselines under no_grad
             for _ in range(config.epochs):
-                perm = torch.randperm(len(x), generator=generator)
+                perm = torch.randperm(len(x), generator=generator).to(x.device)
                 for start in range(0, len(x), config.batch_size):
                     chosen = perm[start : start + config.batch_size]
                     if len(chosen) < 2:
                         continue
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                    with hardware.autocast(x.device, config.precision):
                         loss = F.cross_entropy(head(module(x[chosen])).float(), y[chosen])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

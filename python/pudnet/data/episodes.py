@@ -23,20 +23,29 @@ class TaskBatch:
     spec: EpisodeSpec
 
     @property
+    def device(self) -> torch.device:
+        return self.sketch.device
+
+    def to(self, device: torch.device | str) -> "TaskBatch":
+        """The same tasks with their images and class ids on ``device``."""
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return TaskBatch(move(self.sketch), move(self.query), move(self.classes), self.spec)
+
+    @property
     def support_positions(self) -> Tensor:
         """Positions of the labelled support inside each sketch set, grouped by class."""
-        s = self.spec
-        return (torch.arange(s.ways)[:, None] * s.sketch + torch.arange(s.support)[None, :]).flatten()
+        s, arange = self.spec, lambda n: torch.arange(n, device=self.device)  # noqa: E731
+        return (arange(s.ways)[:, None] * s.sketch + arange(s.support)[None, :]).flatten()
 
     def labels(self, role: str) -> Tensor:
         per_class = {"sketch": self.spec.sketch, "support": self.spec.support, "query": self.spec.query}[role]
-        return torch.arange(self.spec.ways).repeat_interleave(per_class)
+        return torch.arange(self.spec.ways, device=self.device).repeat_interleave(per_class)
 
     @property
     def sketch_labels(self) -> Tensor:
         """``[B, ways * sketch]``: class index for the labelled support, −1 for the unlabelled rest."""
-        labels = torch.full((self.spec.ways, self.spec.sketch), -1, dtype=torch.long)
-        labels[:, : self.spec.support] = torch.arange(self.spec.ways)[:, None]
+        labels = torch.full((self.spec.ways, self.spec.sketch), -1, dtype=torch.long, device=self.device)
+        labels[:, : self.spec.support] = torch.arange(self.spec.ways, device=self.device)[:, None]
         return labels.flatten().expand(len(self.sketch), -1)
 
 

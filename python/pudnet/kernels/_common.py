@@ -78,7 +78,7 @@ def check_device(*tensors: torch.Tensor) -> torch.device:
     if device.type != "cuda" and not interpreting():
         raise RuntimeError(
             "the Triton hot path needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported "
-            "for CPU tensors (use pudnet.model.hotpath.use_triton(False) for the eager path)"
+            "for CPU tensors (pudnet.model.hotpath runs the eager reference on CPU tensors)"
         )
     if device.type == "cuda" and interpreting():
         raise RuntimeError("under TRITON_INTERPRET=1 the Triton hot path takes CPU tensors only")

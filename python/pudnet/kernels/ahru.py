@@ -1,6 +1,6 @@
 """Fused AHRU recurrence: the whole L-step recurrence in one Triton launch forward, two backward.
 
-Numerical contract: ``pudnet.model.hotpath.ahru_eager`` (same signature and semantics). Per step ``t``::
+Numerical contract: ``pudnet.model.hotpath.ahru_eager`` (same arguments and semantics). Per step ``t``::
 
     z = σ(x W_xz + b_xz + h W_hz + b_hz)          g = σ(x W_xg + b_xg + h W_hg + b_hg)
     hn = h W_hn + b_hn                            n = tanh(x W_xn + b_xn + g ⊙ hn)
@@ -27,7 +27,6 @@ It also reduces ``dx0 = Σ_b dx_{-1}``. Backward = 2 launches whatever L is.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
@@ -303,7 +302,8 @@ def _config(batch: int, emb: int) -> dict:
     return cfg
 
 
-def _check(e, h0, x0, w_x, w_h, b_x, b_h, steps):
+def check_shapes(e, h0, x0, w_x, w_h, b_x, b_h, steps: int) -> None:
+    """The shapes of ``hotpath.ahru_eager``."""
     if e.dim() != 2:
         raise ValueError(f"e must be [B, E], got {tuple(e.shape)}")
     batch, emb = e.shape
@@ -317,7 +317,8 @@ def _check(e, h0, x0, w_x, w_h, b_x, b_h, steps):
 
 
 def ahru_forward(e, h0, x0, w_x, w_h, b_x, b_h, alpha: float, steps: int):
-    """Launch the fused forward; returns ``(out [B, L, E], hs [B, L, E], gates [B, L, 4, E])`` in fp32."""
+    """Launch the fused forward on contiguous float32 tensors; returns ``(out [B, L, E], hs [B, L, E],
+    gates [B, L, 4, E])`` in float32 (``hs`` and ``gates`` are what the backward reads)."""
     device = check_device(e, h0, x0, w_x, w_h, b_x, b_h)
     batch, emb = e.shape
     steps = int(steps)
@@ -332,7 +333,7 @@ def ahru_forward(e, h0, x0, w_x, w_h, b_x, b_h, alpha: float, steps: int):
 
 
 def ahru_backward(dout, e, h0, x0, w_x, w_h, out, hs, gates, alpha: float):
-    """Gradients ``(de, dh0, dx0, dw_x, dw_h, db_x, db_h)`` in two launches."""
+    """Gradients ``(de, dh0, dx0, dw_x, dw_h, db_x, db_h)`` in two launches (contiguous float32 in and out)."""
     device = e.device
     batch, steps, emb = out.shape
     dax = buffer((batch, steps, 3 * emb), device)
@@ -353,33 +354,3 @@ def ahru_backward(dout, e, h0, x0, w_x, w_h, out, hs, gates, alpha: float):
     launch(_ahru_wgrad_kernel, grid, x0, h0, out, hs, dax, dah, dxm1, dwx, dwh, dbx, dbh, dx0,
            batch, emb, steps, BLOCK_M=bm, BLOCK_N=bm, BLOCK_R=32)
     return de, dh0, dx0, dwx, dwh, dbx, dbh
-
-
-class AHRUFunction(torch.autograd.Function):
-    """Autograd wrapper: one launch forward, two launches backward (fp32 inside)."""
-
-    @staticmethod
-    def forward(ctx, e, h0, x0, w_x, w_h, b_x, b_h, alpha, steps):
-        out, hs, gates = ahru_forward(e, h0, x0, w_x, w_h, b_x, b_h, alpha, steps)
-        ctx.save_for_backward(e, h0, x0, w_x, w_h, out, hs, gates)
-        ctx.alpha = float(alpha)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout):
-        e, h0, x0, w_x, w_h, out, hs, gates = ctx.saved_tensors
-        grads = ahru_backward(dout.contiguous().float(), e, h0, x0, w_x, w_h, out, hs, gates, ctx.alpha)
-        return (*grads, None, None)
-
-
-def ahru_triton(e, h0, x0, w_x, w_h, b_x, b_h, alpha: float, steps: int) -> torch.Tensor:
-    """Drop-in for ``hotpath.ahru_eager``: ``r'`` of every step ``[B, steps, E]``, differentiable.
-
-    Computes in fp32; other floating dtypes are cast in and the result cast back.
-    """
-    _check(e, h0, x0, w_x, w_h, b_x, b_h, steps)
-    dtype = e.dtype
-    args = [t.float().contiguous() for t in (e, h0, x0, w_x, w_h, b_x, b_h)]
-    out = AHRUFunction.apply(*args, float(alpha), int(steps))
-    return out if dtype == torch.float32 else out.to(dtype)

@@ -33,8 +33,8 @@ def _jobs():
     jobs.append(("ahru wgrad", A._ahru_wgrad_kernel, {}, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_R=32),
                  dict(num_warps=4, num_stages=3)))
     tables = {n: "*i32" for n in ("tile_layer_ptr", "tile_o0_ptr", "o_ptr", "tile_start_ptr", "tile_count_ptr")}
-    tables.update({n: "*i64" for n in ("y_off_ptr", "w_tab_ptr", "b_tab_ptr", "dy_tab_ptr", "dw_off_ptr",
-                                       "db_off_ptr")})
+    tables.update({n: "*i64" for n in ("w_tab_ptr", "b_tab_ptr", "y_tab_ptr", "dy_tab_ptr", "dw_tab_ptr",
+                                       "db_tab_ptr")})
     hp = G._hidden_size(32)
     for k in (1, 3, 7):
         for batch in (1, 16):

@@ -1,6 +1,6 @@
 """Batched weight generators: all layers of a group, for a batch of tasks, in two launches forward, two backward.
 
-Numerical contract: ``pudnet.model.hotpath.generate_eager`` (same signature, same returned list). Per layer
+Numerical contract: ``pudnet.model.hotpath.generate_eager`` (same arguments, same returned list). Per layer
 ``l`` of a group sharing the kernel size ``k`` (``KK = k·k`` positions)::
 
     a = reshape(codes[:, l] @ lin_w[l] + lin_b[l], [B, H, k, k])
@@ -16,9 +16,9 @@ Two very different stages, so two launches (instead of eager's ~5 per layer):
 2. ``_gen_out_fwd_kernel`` — the big part, a grouped GEMM over all layers at once: a table of tiles
    ``(layer, first output row)`` covers every layer's ``O_l`` rows (layers of any ``O_l`` share the launch,
    not only layers of equal shape), each program computing ``BLOCK_O × SUB`` rows for all ``B·KK`` columns.
-   The per-layer ``out_w``/``out_b`` are reached through a pointer table (no concatenation of the
-   generators' weights), the outputs of all layers are written into one flat buffer and returned as views
-   ``[B, O_l, k, k]``.
+   The per-layer ``out_w``/``out_b`` are reached through pointer tables (no concatenation of the
+   generators' weights), and so are the per-layer outputs ``[B, O_l, k, k]``: separate tensors, because the
+   outputs of a custom op (``pudnet::generate``) may not alias one another.
 
 Why not one launch: stage 2 of layer ``l`` needs all of stage 1 of layer ``l``; fusing them would make every
 stage-2 program recompute the linear and the conv (≈3× the work of a 64-row tile at meta-batch 16), and a
@@ -116,8 +116,8 @@ def _gen_hidden_fwd_kernel(
 
 @triton.jit
 def _gen_out_fwd_kernel(
-    c_ptr, tile_layer_ptr, tile_o0_ptr, o_ptr, y_off_ptr, w_tab_ptr, b_tab_ptr,  # tables
-    y_ptr,  # output: every layer's raw [B, O_l, KK] back to back
+    c_ptr, tile_layer_ptr, tile_o0_ptr, o_ptr, w_tab_ptr, b_tab_ptr,  # tables
+    y_tab_ptr,  # output: a table of every layer's raw [B, O_l, KK]
     B, H,
     KK: tl.constexpr, HP: tl.constexpr, BLOCK_O: tl.constexpr, SUB: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -127,7 +127,7 @@ def _gen_out_fwd_kernel(
     O = tl.load(o_ptr + layer)
     w_base = tl.load(w_tab_ptr + layer).to(tl.pointer_type(tl.float32))  # out_w[l] [O_l, H]
     b_base = tl.load(b_tab_ptr + layer).to(tl.pointer_type(tl.float32))  # out_b[l] [O_l]
-    y_base = y_ptr + tl.load(y_off_ptr + layer)
+    y_base = tl.load(y_tab_ptr + layer).to(tl.pointer_type(tl.float32))
     N = B * KK
     ch = tl.arange(0, HP)
     hmask = ch < H
@@ -153,8 +153,8 @@ def _gen_out_fwd_kernel(
 
 @triton.jit
 def _gen_out_bwd_kernel(
-    c_ptr, tile_layer_ptr, tile_o0_ptr, o_ptr, w_tab_ptr, dy_tab_ptr, dw_off_ptr, db_off_ptr,  # inputs
-    dw_ptr, db_ptr, part_ptr,  # outputs: d out_w (flat), d out_b (flat), partial dc [tiles, H, B·KK]
+    c_ptr, tile_layer_ptr, tile_o0_ptr, o_ptr, w_tab_ptr, dy_tab_ptr,  # inputs
+    dw_tab_ptr, db_tab_ptr, part_ptr,  # outputs: tables of d out_w[l], d out_b[l]; partial dc [tiles, H, B·KK]
     B, H,
     KK: tl.constexpr, HP: tl.constexpr, BLOCK_O: tl.constexpr, SUB: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -164,8 +164,8 @@ def _gen_out_bwd_kernel(
     O = tl.load(o_ptr + layer)
     w_base = tl.load(w_tab_ptr + layer).to(tl.pointer_type(tl.float32))
     dy_base = tl.load(dy_tab_ptr + layer).to(tl.pointer_type(tl.float32))  # d raw[l] [B, O_l, KK]
-    dw_base = dw_ptr + tl.load(dw_off_ptr + layer)
-    db_base = db_ptr + tl.load(db_off_ptr + layer)
+    dw_base = tl.load(dw_tab_ptr + layer).to(tl.pointer_type(tl.float32))
+    db_base = tl.load(db_tab_ptr + layer).to(tl.pointer_type(tl.float32))
     N = B * KK
     ch = tl.arange(0, HP)
     hmask = ch < H
@@ -346,7 +346,7 @@ _LAUNCH_OPTS = dict(num_warps=8, num_stages=1)
 
 @dataclass
 class _Plan:
-    """Shape-dependent tables of one group, cached: the tile table of the grouped GEMM and the offsets."""
+    """The tile table of a group's grouped GEMM (shape-dependent, cached)."""
 
     sizes: tuple[int, ...]  # O_l
     rows: int  # output rows per program
@@ -354,13 +354,8 @@ class _Plan:
     tile_layer: torch.Tensor  # int32 [T]
     tile_o0: torch.Tensor  # int32 [T]
     o_tab: torch.Tensor  # int32 [L]
-    y_off: torch.Tensor  # int64 [L]: layer l's raw in the flat output
-    w_off: torch.Tensor  # int64 [L]: layer l's d out_w in the flat gradient
-    b_off: torch.Tensor  # int64 [L]
     tile_start: torch.Tensor  # int32 [L]
     tile_count: torch.Tensor  # int32 [L]
-    y_numel: list[int]
-    w_numel: list[int]
 
 
 _PLANS: dict = {}
@@ -368,8 +363,14 @@ _PTR_TABLES: dict = {}
 _CACHE_MAX = 64
 
 
-def _plan(sizes: tuple[int, ...], batch: int, kk: int, hidden: int, rows_per_tile: int, device) -> _Plan:
-    key = (sizes, batch, kk, hidden, rows_per_tile, str(device))
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+
+
+def _plan(sizes: tuple[int, ...], rows_per_tile: int, device) -> _Plan:
+    key = (sizes, rows_per_tile, str(device))
     plan = _PLANS.get(key)
     if plan is not None:
         return plan
@@ -380,37 +381,23 @@ def _plan(sizes: tuple[int, ...], batch: int, kk: int, hidden: int, rows_per_til
             tile_layer.append(layer)
             tile_o0.append(o0)
         counts.append(len(tile_layer) - starts[-1])
-    y_numel = [batch * o * kk for o in sizes]
-    w_numel = [o * hidden for o in sizes]
-
-    def offsets(numels):
-        out, acc = [], 0
-        for n in numels:
-            out.append(acc)
-            acc += n
-        return torch.tensor(out, dtype=torch.int64, device=device)
-
     i32 = dict(dtype=torch.int32, device=device)
     plan = _Plan(sizes, rows_per_tile, len(tile_layer), torch.tensor(tile_layer, **i32), torch.tensor(tile_o0, **i32),
-                 torch.tensor(sizes, **i32), offsets(y_numel), offsets(w_numel), offsets(list(sizes)),
-                 torch.tensor(starts, **i32), torch.tensor(counts, **i32), y_numel, w_numel)
-    if len(_PLANS) >= _CACHE_MAX:
-        _PLANS.clear()
-    _PLANS[key] = plan
+                 torch.tensor(sizes, **i32), torch.tensor(starts, **i32), torch.tensor(counts, **i32))
+    _remember(_PLANS, key, plan)
     return plan
 
 
-def _ptr_table(tensors, device, cache: bool) -> torch.Tensor:
-    """int64 device table of the tensors' addresses (cached for parameters, whose addresses are stable)."""
+def _ptr_table(tensors, device) -> torch.Tensor:
+    """int64 device table of the tensors' addresses, cached by those addresses (the table's whole content)."""
     ptrs = tuple(t.data_ptr() for t in tensors)
     key = (ptrs, str(device))
-    table = _PTR_TABLES.get(key) if cache else None
+    table = _PTR_TABLES.get(key)
     if table is None:
-        table = torch.tensor(ptrs, dtype=torch.int64, device=device)
-        if cache:
-            if len(_PTR_TABLES) >= _CACHE_MAX:
-                _PTR_TABLES.clear()
-            _PTR_TABLES[key] = table
+        table = torch.tensor(ptrs, dtype=torch.int64)
+        if device.type == "cuda":  # pinned and asynchronous: a copy from pageable memory waits for the GPU
+            table = table.pin_memory().to(device, non_blocking=True)
+        _remember(_PTR_TABLES, key, table)
     return table
 
 
@@ -418,46 +405,62 @@ def _hidden_size(h_cube: int) -> int:
     return max(16, next_pow2(h_cube))
 
 
+def check_shapes(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int) -> None:
+    """The shapes of ``hotpath.generate_eager``, with ``lin_w``/``lin_b``/``conv_w``/``conv_b`` stacked."""
+    batch, layers, emb = codes.shape
+    hidden, hkk = conv_w.shape[1], conv_w.shape[1] * k * k
+    if len(out_w) != layers or len(out_b) != layers:
+        raise ValueError(f"{layers} layers in codes but {len(out_w)} out_w and {len(out_b)} out_b")
+    if tuple(lin_w.shape) != (layers, emb, hkk) or tuple(lin_b.shape) != (layers, hkk):
+        raise ValueError(f"lin_w/lin_b must be [{layers}, {emb}, {hkk}] / [{layers}, {hkk}]")
+    if tuple(conv_w.shape) != (layers, hidden, hidden, 3, 3) or tuple(conv_b.shape) != (layers, hidden):
+        raise ValueError(f"conv_w/conv_b must be [{layers}, {hidden}, {hidden}, 3, 3] / [{layers}, {hidden}]")
+    for w, b in zip(out_w, out_b):
+        if w.dim() != 2 or w.shape[1] != hidden or tuple(b.shape) != (w.shape[0],):
+            raise ValueError(f"out_w[l] must be [O_l, {hidden}] and out_b[l] [O_l]")
+
+
 def generate_forward(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int):
-    """Two launches; returns ``(raws, a, c, plan)`` with ``raws`` views ``[B, O_l, k, k]`` of one buffer."""
+    """Two launches on float32 tensors (``codes`` of any strides, the others contiguous).
+
+    Returns ``(raws, a, c)``: one ``[B, O_l, k, k]`` buffer per layer, and what the backward reads, ``a``
+    ``[L, B, H·k·k]`` (the linear) and ``c`` ``[L, H, B·k·k]`` (after the conv and the LeakyReLU).
+    """
     device = check_device(codes, lin_w, lin_b, conv_w, conv_b, *out_w, *out_b)
     batch, layers, emb = codes.shape
     hidden, kk = conv_w.shape[1], k * k
-    n_cols = batch * kk
-    cfg = _config(n_cols)
-    sizes = tuple(int(w.shape[0]) for w in out_w)
-    plan = _plan(sizes, batch, kk, hidden, cfg["ROWS"], device)
+    cfg = _config(batch * kk)
+    plan = _plan(tuple(int(w.shape[0]) for w in out_w), cfg["ROWS"], device)
     hp = _hidden_size(hidden)
     a = buffer((layers, batch, hidden * kk), device)
-    c = buffer((layers, hidden, n_cols), device)
+    c = buffer((layers, hidden, batch * kk), device)
     launch(_gen_hidden_fwd_kernel, (layers,), codes, *codes.stride(), lin_w, lin_b, conv_w, conv_b, a, c,
            batch, emb, hidden, K=k, HP=hp, BLOCK_B=cfg["BLOCK_B"], BLOCK_J=cfg["BLOCK_J"],
            BLOCK_E=cfg["BLOCK_E"], BLOCK_R=cfg["BLOCK_R"], **_LAUNCH_OPTS)
-    y = buffer((sum(plan.y_numel),), device)
-    launch(_gen_out_fwd_kernel, (plan.tiles,), c, plan.tile_layer, plan.tile_o0, plan.o_tab, plan.y_off,
-           _ptr_table(out_w, device, cache=True), _ptr_table(out_b, device, cache=True), y, batch, hidden,
+    raws = [buffer((batch, o, k, k), device) for o in plan.sizes]
+    launch(_gen_out_fwd_kernel, (plan.tiles,), c, plan.tile_layer, plan.tile_o0, plan.o_tab,
+           _ptr_table(out_w, device), _ptr_table(out_b, device), _ptr_table(raws, device), batch, hidden,
            KK=kk, HP=hp, BLOCK_O=cfg["BLOCK_O"], SUB=cfg["ROWS"] // cfg["BLOCK_O"], BLOCK_N=cfg["BLOCK_N"],
            **_LAUNCH_OPTS)
-    raws = [part.view(batch, o, k, k) for part, o in zip(y.split(plan.y_numel), sizes)]
-    return raws, a, c, plan
+    return raws, a, c
 
 
-def generate_backward(draws, codes, lin_w, conv_w, a, c, out_w, k: int, plan: _Plan):
-    """Two launches; returns ``(dcodes, dlin_w, dlin_b, dconv_w, dconv_b, d_out_w list, d_out_b list)``."""
+def generate_backward(draws, codes, lin_w, conv_w, a, c, out_w, k: int):
+    """Two launches; ``draws`` contiguous float32, the rest as the forward had them. Returns float32
+    ``(dcodes, dlin_w, dlin_b, dconv_w, dconv_b, d_out_w list, d_out_b list)``."""
     device = codes.device
     batch, layers, emb = codes.shape
     hidden, kk = conv_w.shape[1], k * k
     n_cols = batch * kk
     cfg = _config(n_cols)
-    if plan.rows % cfg["BLOCK_O_BWD"]:
-        raise ValueError(f"the forward's {plan.rows} rows per program are not a multiple of BLOCK_O_BWD")
+    plan = _plan(tuple(int(w.shape[0]) for w in out_w), cfg["ROWS"], device)
     hp = _hidden_size(hidden)
-    dws = buffer((sum(plan.w_numel),), device)
-    dbs = buffer((sum(plan.sizes),), device)
+    d_out_w = [buffer((o, hidden), device) for o in plan.sizes]
+    d_out_b = [buffer((o,), device) for o in plan.sizes]
     part = buffer((plan.tiles, hidden, n_cols), device)
     launch(_gen_out_bwd_kernel, (plan.tiles,), c, plan.tile_layer, plan.tile_o0, plan.o_tab,
-           _ptr_table(out_w, device, cache=True), _ptr_table(draws, device, cache=False), plan.w_off, plan.b_off,
-           dws, dbs, part, batch, hidden,
+           _ptr_table(out_w, device), _ptr_table(draws, device), _ptr_table(d_out_w, device),
+           _ptr_table(d_out_b, device), part, batch, hidden,
            KK=kk, HP=hp, BLOCK_O=cfg["BLOCK_O_BWD"], SUB=plan.rows // cfg["BLOCK_O_BWD"],
            BLOCK_N=cfg["BLOCK_N"], **_LAUNCH_OPTS)
     dpre = buffer((layers, hidden, n_cols), device)
@@ -471,62 +474,4 @@ def generate_backward(draws, codes, lin_w, conv_w, a, c, out_w, k: int, plan: _P
            part, plan.tile_start, plan.tile_count, dpre, da, dcodes, dlin_w, dlin_b, dconv_w, dconv_b,
            batch, emb, hidden, layers, K=k, HP=hp, BLOCK_B=cfg["BLOCK_B"], BLOCK_J=cfg["BLOCK_J"],
            BLOCK_E=cfg["BLOCK_E"], BLOCK_R=cfg["BLOCK_R"], **_LAUNCH_OPTS)
-    d_out_w = [g.view(o, hidden) for g, o in zip(dws.split(plan.w_numel), plan.sizes)]
-    d_out_b = list(dbs.split(list(plan.sizes)))
     return dcodes, dlin_w, dlin_b, dconv_w, dconv_b, d_out_w, d_out_b
-
-
-class GenerateFunction(torch.autograd.Function):
-    """Autograd wrapper: two launches forward, two backward; one output per layer."""
-
-    @staticmethod
-    def forward(ctx, k, n_layers, codes, lin_w, lin_b, conv_w, conv_b, *outs):
-        out_w, out_b = outs[:n_layers], outs[n_layers:]
-        raws, a, c, plan = generate_forward(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k)
-        ctx.save_for_backward(codes, lin_w, conv_w, a, c, *out_w)
-        ctx.k, ctx.plan = k, plan
-        return tuple(raws)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, *draws):
-        codes, lin_w, conv_w, a, c, *out_w = ctx.saved_tensors
-        draws = [d.float().contiguous() for d in draws]
-        dcodes, dlin_w, dlin_b, dconv_w, dconv_b, d_out_w, d_out_b = generate_backward(
-            draws, codes, lin_w, conv_w, a, c, out_w, ctx.k, ctx.plan)
-        return (None, None, dcodes, dlin_w, dlin_b, dconv_w, dconv_b, *d_out_w, *d_out_b)
-
-
-def _stacked(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.stack(list(x))
-
-
-def generate_triton(codes, lin_w, lin_b, conv_w, conv_b, out_w, out_b, k: int) -> list[torch.Tensor]:
-    """Drop-in for ``hotpath.generate_eager``: one ``[B, O_l, k, k]`` tensor per layer, differentiable.
-
-    ``lin_w``/``lin_b``/``conv_w``/``conv_b`` may be stacked tensors (``[L, ...]``) or per-layer lists;
-    ``out_w``/``out_b`` are per-layer lists (or stacked tensors when every ``O_l`` is equal). Computes in fp32;
-    other floating dtypes are cast in and the results cast back.
-    """
-    k = int(k)
-    lin_w, lin_b, conv_w, conv_b = (_stacked(t) for t in (lin_w, lin_b, conv_w, conv_b))
-    out_w, out_b = list(out_w), list(out_b)
-    batch, layers, emb = codes.shape
-    hidden = conv_w.shape[1]
-    if layers == 0:
-        return []
-    if len(out_w) != layers or len(out_b) != layers:
-        raise ValueError(f"{layers} layers in codes but {len(out_w)} out_w and {len(out_b)} out_b")
-    if tuple(lin_w.shape) != (layers, emb, hidden * k * k) or tuple(lin_b.shape) != (layers, hidden * k * k):
-        raise ValueError(f"lin_w/lin_b must be [{layers}, {emb}, {hidden * k * k}] / [{layers}, {hidden * k * k}]")
-    if tuple(conv_w.shape) != (layers, hidden, hidden, 3, 3) or tuple(conv_b.shape) != (layers, hidden):
-        raise ValueError(f"conv_w/conv_b must be [{layers}, {hidden}, {hidden}, 3, 3] / [{layers}, {hidden}]")
-    for w, b in zip(out_w, out_b):
-        if w.dim() != 2 or w.shape[1] != hidden or tuple(b.shape) != (w.shape[0],):
-            raise ValueError(f"out_w[l] must be [O_l, {hidden}] and out_b[l] [O_l]")
-    dtype = codes.dtype
-    f32 = lambda t: t.float().contiguous()  # noqa: E731  (no copy when already fp32 and contiguous)
-    raws = GenerateFunction.apply(k, layers, codes.float(), f32(lin_w), f32(lin_b), f32(conv_w), f32(conv_b),
-                                  *[f32(w) for w in out_w], *[f32(b) for b in out_b])
-    raws = list(raws)
-    return raws if dtype == torch.float32 else [r.to(dtype) for r in raws]

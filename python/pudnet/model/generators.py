@@ -56,15 +56,16 @@ class GeneratorGroup(nn.Module):
         return hotpath.generate(codes, self.lin_w, self.lin_b, self.conv_w, self.conv_b, out_w, out_b, self.k)
 
     def _output_projections(self, codes: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """The output projections, as low-precision copies kept between calls under autocast without grad.
+        """The output projections, as low-precision copies kept between calls under autocast without grad (where
+        the hot path computes in autocast's dtype: on CPU; the CUDA kernels read float32).
 
         They hold ~3.5× as many numbers as the weights they generate (40 M for a ResNet-18): read in float32
         they made the output projection ~4× slower, and casting them anew on every prediction cost as much.
         """
         device = codes.device.type
         tensors = [*self.out_w, *self.out_b]
-        eager = not hotpath.wants_triton(codes)  # the Triton kernels read float32
-        if torch.is_grad_enabled() or not torch.is_autocast_enabled(device) or not eager:
+        autocast = torch.is_autocast_enabled(device) and hotpath.computes_in_autocast_dtype(device)
+        if torch.is_grad_enabled() or not autocast:
             cast = tensors
         else:
             dtype = torch.get_autocast_dtype(device)

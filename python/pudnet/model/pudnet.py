@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import hardware
 from ..data.store import ImageStore
 from ..targets import Target, make_target
 from ..targets.base import Params, Stats
@@ -19,6 +20,47 @@ from .sketch import SketchEncoder
 
 WEIGHT_MODES = ("paper", "residual", "frozen_base")
 LOSSES = ("full", "metric", "no_kl")
+
+# Inclusive bounds of every numeric config field: far beyond any useful model, yet small enough that a hostile
+# checkpoint cannot ask for terabytes or hours before a tensor exists (the total size is checked at load too).
+INT_BOUNDS = {
+    "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "sketch_width": (1, 1024),
+    "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
+    "refine_last": (1, 1000), "num_train_classes": (1, 100_000),
+}
+FLOAT_BOUNDS = {
+    "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "whiten_shrinkage": (0.0, 1.0),
+    "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0), "contrast": (0.0, 100.0), "tau_init": (1e-3, 1e4),
+}
+BOOL_FIELDS = ("use_ahru", "sketch_support", "whiten", "learn_tau")
+TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
+OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
+
+
+class NonFiniteError(ValueError):
+    """A parameter set holds NaN or infinite values."""
+
+
+def check_finite(tensors: dict[str, Tensor], what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first tensor of ``tensors`` with a NaN or infinite value."""
+    for name, value in tensors.items():
+        if value.is_floating_point() and not _all_finite(value):
+            raise NonFiniteError(f"{what}: tensor {name!r} holds NaN or infinite values")
+
+
+def _all_finite(value: Tensor) -> bool:
+    # A NaN or infinity makes the sum non-finite; a finite sum is ~7x cheaper than isfinite on CPU, and only
+    # an overflowing sum of finite values needs the exact test.
+    return bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all())
+
+
+def check_number(name: str, value: object, bounds: tuple[float, float], integer: bool) -> None:
+    """``value`` is an int (``integer``) or a real number within ``bounds``, else a ValueError naming ``name``."""
+    low, high = bounds
+    right_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not right_type or not low <= value <= high:  # NaN fails the comparison
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} in [{low:g}, {high:g}], got {value!r}")
 
 
 @dataclass
@@ -63,7 +105,28 @@ class PudNetConfig:
             raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        _ = self.refinement  # constructing it validates the refine_* fields
+        for name, bounds in INT_BOUNDS.items():
+            check_number(name, getattr(self, name), bounds, integer=True)
+        for name, bounds in FLOAT_BOUNDS.items():
+            check_number(name, getattr(self, name), bounds, integer=False)
+            setattr(self, name, float(getattr(self, name)))  # JSON may spell 0.0 as 0; tensors need the float
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self._check_target()
+
+    def _check_target(self) -> None:
+        if not isinstance(self.target, str):
+            raise ValueError(f"target must be a target name, got {self.target!r}")
+        if not isinstance(self.target_kwargs, dict):
+            raise ValueError(f"target_kwargs must be a mapping, got {self.target_kwargs!r}")
+        for name, value in self.target_kwargs.items():
+            bounds = TARGET_KWARG_BOUNDS.get(name, OTHER_TARGET_KWARG_BOUNDS)
+            check_number(f"target_kwargs.{name}", value, bounds, integer=True)
+        try:
+            make_target(self.target, **self.target_kwargs)  # shapes only, no tensors
+        except TypeError as e:
+            raise ValueError(f"target_kwargs {self.target_kwargs} do not fit target {self.target!r} ({e})") from None
 
     @property
     def refinement(self) -> Refinement:
@@ -157,12 +220,14 @@ class PudNet(nn.Module):
         self.log_tau = nn.Parameter(log_tau) if config.learn_tau else nn.Buffer(log_tau)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, target: str | None = None) -> "PudNet":
-        """A shipped checkpoint by name (``pudnet.pretrained_names()``) or a checkpoint file, in eval mode."""
+    def from_pretrained(cls, name_or_path: str, target: str | None = None, device: str | torch.device = "cpu"
+                        ) -> "PudNet":
+        """A shipped checkpoint by name (``pudnet.pretrained_names()``) or a checkpoint file, in eval mode, on
+        ``device`` (``"auto"``: a GPU if there is one)."""
         from ..checkpoint import load_checkpoint
         from ..pretrained import path_of
 
-        net, _ = load_checkpoint(path_of(name_or_path), target)
+        net, _ = load_checkpoint(path_of(name_or_path), target, device=device)
         return net
 
     @property
@@ -229,83 +294,122 @@ class PudNet(nn.Module):
         gain = gain * self.residual_scale[i]
         return torch.addcmul(start.flatten(1) - mean * gain, flat, gain).view_as(raw)
 
+    @property
+    def device(self) -> torch.device:
+        return self.log_tau.device
+
     @torch.no_grad()
-    def predict_weights(self, images: Tensor, labels: Tensor | None = None, bf16: bool = True) -> Params:
+    def predict_weights(self, images: Tensor, labels: Tensor | None = None, precision: str = "auto") -> Params:
         """The parameters for one dataset ``images`` [N, C, H, W] (floats in [0, 1]): the hypernetwork's one
         forward pass. ``labels`` [N]: class index, −1 if unlabelled.
 
-        ``bf16``: on CPU, the hypernetwork's matrix products and convolutions in bfloat16 autocast, as in
-        meta-training (`pudnet train` autocasts by default); the parameters come out in float32 either way.
-        On GPUs the Triton hot path computes in float32 and the flag is ignored.
+        ``precision``: the compute dtype of the matrix products and convolutions (:mod:`pudnet.hardware`;
+        ``"auto"``: bf16 autocast where the device runs it natively, as meta-training does, else float32);
+        the parameters come out in float32 either way.
         """
-        self._check_images(images)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
+        images = self._checked_images(images)
+        self._check_labels(images, labels)
+        images, labels = self._on_device(images, labels)
+        with hardware.autocast(images.device, precision):
             weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
         params = {name: value.float() for name, value in self.params_of(weights, 0).items()}
         if self.config.whiten:
             params = self.target.whiten_last_conv(params, images, self.config.whiten_shrinkage)
+        check_finite(params, "the predicted parameters (is the checkpoint diverged?)")
         return params
 
     @torch.no_grad()
     def predict_params(
-        self, images: Tensor, labels: Tensor | None = None, bf16: bool = True,
+        self, images: Tensor, labels: Tensor | None = None, precision: str = "auto",
     ) -> tuple[Params, Stats]:
         """:meth:`predict_weights`, refined on the dataset when ``config.refine_steps`` (model/refine.py), and
-        the target's BatchNorm statistics on the same dataset (with ``bf16``, from the target's pass over the
-        dataset in bfloat16 autocast: 2× faster, statistics within ~0.6% of a standard deviation of the float32
-        ones)."""
-        params = self.predict_weights(images, labels, bf16)
-        if self.config.refine_steps:
-            if labels is None:
-                raise ValueError("this PudNet refines its weights on labelled samples: pass labels (−1 = unlabelled)")
-            params = refine(self.target, params, images, labels, self.config.refinement)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and images.device.type == "cpu"):
+        the target's BatchNorm statistics on the same dataset, all in ``precision`` (with bf16, the
+        statistics are within ~0.6% of a standard deviation of the float32 ones)."""
+        if self.config.refine_steps and labels is None:
+            raise ValueError("this PudNet refines its weights on labelled samples: pass labels (−1 = unlabelled)")
+        params = self.predict_weights(images, labels, precision)
+        images, labels = self._on_device(self._checked_images(images), labels)
+        with hardware.autocast(images.device, precision):
+            if self.config.refine_steps:
+                params = refine(self.target, params, images, labels, self.config.refinement)
             _, stats = self.target.forward(params, images)
+        check_finite(params, "the refined parameters")
+        check_finite({f"{name}.{part}": t for name, pair in stats.items() for part, t in zip(("mean", "var"), pair)},
+                     "the BatchNorm statistics of the dataset")
         return params, stats
 
-    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None, bf16: bool = True) -> nn.Module:
-        """A ready ``torch.nn.Module`` (eval mode) with weights predicted for ``data`` (``bf16``: see
-        :meth:`predict_params`).
+    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None, precision: str = "auto"
+                ) -> nn.Module:
+        """A ready ``torch.nn.Module`` (eval mode, on this PudNet's device) with weights predicted for ``data``
+        (``precision``: see :meth:`predict_weights`).
 
         ``data`` is an :class:`ImageStore` or images [N, C, H, W] (uint8, or floats in [0, 1]). A PudNet whose
         sketch sees labelled samples, or that refines its weights, needs ``support`` (e.g.
         ``data.labelled(per_class=10)``); its images join the dataset with their labels.
         """
-        images = _as_float_images(data)
+        images = self._checked_images(data.tensor() if isinstance(data, ImageStore) else data)
         labels = None
         if self.config.uses_labels:
-            if support is None:
-                raise ValueError("this PudNet needs labelled samples: predict(data, support=data.labelled(10))")
-            classes = {c: i for i, c in enumerate(support.classes)}
-            images = torch.cat([images, support.tensor()])
-            labels = torch.cat([
-                torch.full((len(images) - len(support),), -1, dtype=torch.long),
-                torch.tensor([classes[int(c)] for c in support.labels]),
-            ])
-        params, stats = self.predict_params(images, labels, bf16)
+            labelled, known = self._checked_support(support)
+            images = torch.cat([images, labelled])
+            labels = torch.cat([torch.full((len(images) - len(known),), -1, dtype=torch.long), known])
+        params, stats = self.predict_params(images, labels, precision)
         return self.target.to_module(params, stats)
 
-    def _check_images(self, images: Tensor) -> None:
+    def _checked_support(self, support: object) -> tuple[Tensor, Tensor]:
+        """The images of ``support`` as floats and their labels as class indices 0..K−1."""
+        if support is None:
+            raise ValueError("this PudNet needs labelled samples: predict(data, support=data.labelled(10))")
+        if not isinstance(support, ImageStore):
+            raise TypeError(f"support must be an ImageStore of labelled images (e.g. data.labelled(per_class=10)), "
+                            f"got {type(support).__name__}")
+        if len(support.classes) < 2:
+            raise ValueError(f"{support.source}: support needs at least 2 classes, got {len(support.classes)}")
+        classes = {c: i for i, c in enumerate(support.classes)}
+        labels = torch.tensor([classes[int(c)] for c in support.labels])
+        return self._checked_images(support.tensor()), labels
+
+    def _on_device(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        device = self.device
+        return images.to(device), None if labels is None else labels.to(device)
+
+    def _checked_images(self, images: object) -> Tensor:
+        """``images`` [N, C, H, W] of this PudNet's channel count as floats in [0, 1] (uint8 is divided by 255),
+        or a clear error before any computation."""
+        if not isinstance(images, Tensor):
+            raise TypeError(f"expected an ImageStore or a tensor of images, got {type(images).__name__}")
         expected = self.target.in_channels
         if images.dim() != 4 or images.shape[1] != expected:
             raise ValueError(
                 f"images must be [N, {expected}, H, W] for this PudNet ({self.config.target}, "
                 f"{expected} channel(s)), got {list(images.shape)}"
             )
+        if images.dtype == torch.uint8:
+            return images.float() / 255.0
+        if not images.is_floating_point():
+            raise TypeError(f"images must be uint8 or floats in [0, 1], got {images.dtype}")
+        if bool(torch.isnan(images).any()):
+            raise ValueError("the images contain NaN values")
+        low, high = (float(v) for v in images.aminmax())
+        if low < 0 or high > 1:
+            raise ValueError(f"float images must lie in [0, 1], these span [{low:g}, {high:g}] "
+                             "(divide 0–255 values by 255, or pass uint8)")
+        return images.float()
+
+    def _check_labels(self, images: Tensor, labels: Tensor | None) -> None:
         if len(images) < 2:
             raise ValueError(f"a dataset needs at least 2 images to sketch, got {len(images)}")
+        if labels is None:
+            return
+        if not isinstance(labels, Tensor) or labels.shape != images.shape[:1] or labels.is_floating_point():
+            raise ValueError(f"labels must be integers [N] = [{len(images)}] (−1 = unlabelled), got "
+                             f"{list(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
+        if self.config.uses_labels and len(torch.unique(labels[labels >= 0])) < 2:
+            raise ValueError("this PudNet needs labelled samples of at least 2 classes")
 
     def params_of(self, weights: list[Tensor], index: int) -> Params:
         """The parameter dict of dataset ``index`` of a meta-batch."""
         return {spec.name: w[index] for spec, w in zip(self.specs, weights)}
-
-
-def _as_float_images(data: ImageStore | Tensor) -> Tensor:
-    if isinstance(data, ImageStore):
-        return data.tensor()
-    if not isinstance(data, Tensor):
-        raise TypeError(f"expected an ImageStore or a tensor of images, got {type(data).__name__}")
-    return data.float() / 255.0 if data.dtype == torch.uint8 else data.float()
 
 
 def _evenly_filled(known: Tensor, cap: int) -> Tensor:

@@ -53,7 +53,7 @@ def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refin
         raise ValueError(f"refinement needs one label per image: {list(images.shape)} vs {list(labels.shape)}")
     counts = torch.bincount(labels[labels >= 0])
     if len(counts) < 2 or bool((counts == 0).any()):
-        raise ValueError("refinement needs labelled images (labels 0..K−1, K ≥ 2, each class present)")
+        raise ValueError("refinement needs labelled images of at least 2 classes (labels 0..K−1, each class present)")
     names = [spec.name for spec in target.specs()][-refinement.last:]
     params = {name: value.float() for name, value in params.items()}
     trained = {name: params[name].clone().requires_grad_() for name in names}

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Params, ParamSpec, Stats, Target, batch_norm, register
+from .base import Params, ParamSpec, Stats, Target, conv_bn_relu_maxpool, register
 
 
 class ConvNet3Module(nn.Module):
@@ -62,9 +62,8 @@ class ConvNet3(Target):
                 ) -> tuple[Tensor, Stats]:
         """Blocks ``first``..``last`` (default: to the end), unflattened output."""
         collected: Stats = {}
-        for i in range(first, (last or self.depth) + 1):
-            x = F.conv2d(x, params[f"conv{i}.weight"], padding=1)
-            x = F.max_pool2d(F.relu(batch_norm(x, f"bn{i}", params, stats, collected)), 2)
+        for i in range(first, (self.depth if last is None else last) + 1):
+            x = conv_bn_relu_maxpool(x, params[f"conv{i}.weight"], f"bn{i}", params, stats, collected)
         return x, (stats if stats is not None else collected)
 
     def frozen_prefix(self, params: Params, x: Tensor, changing: set[str]) -> tuple[Tensor, Callable]:
@@ -98,10 +97,7 @@ class ConvNet3(Target):
         covariance of that convolution's outputs on the dataset ``x`` (all positions), λ = ``shrinkage``
         times Σ's mean variance: the last block's channels come out decorrelated on this dataset."""
         last = f"conv{self.depth}.weight"
-        h = x
-        for i in range(1, self.depth):
-            h = F.conv2d(h, params[f"conv{i}.weight"], padding=1)
-            h = F.max_pool2d(F.relu(batch_norm(h, f"bn{i}", params, None, {})), 2)
+        h, _ = self._blocks(params, x, None, 1, self.depth - 1)
         out = F.conv2d(h, params[last], padding=1).float()
         flat = out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
         cov = torch.cov(flat.T)

@@ -7,9 +7,9 @@ The exported module is a real ``torchvision.models.ResNet`` (``resnet18``/``resn
 * ``maxpool`` is ``nn.Identity``;
 * ``fc`` is ``nn.Identity``, so the module returns the 512-d features after global average pooling.
 
-``ResNetTarget.forward`` is the same network written functionally (``F.conv2d`` + ``base.batch_norm``),
-so that predicted weights can be run without building a module, and ``to_module`` turns them into the
-torchvision model (eval mode reproduces ``forward(params, x, stats)``).
+``ResNetTarget.forward`` is the same network written functionally (``base.conv_bn``), so that predicted
+weights can be run without building a module, and ``to_module`` turns them into the torchvision model
+(eval mode reproduces ``forward(params, x, stats)``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from .base import Params, ParamSpec, Stats, Target, batch_norm, register
+from .base import Params, ParamSpec, Stats, Target, conv_bn, register
 
 # blocks per stage of the BasicBlock ResNets
 _LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -86,19 +86,21 @@ class ResNetTarget(Target):
 
     def forward(self, params: Params, x: Tensor, stats: Stats | None = None) -> tuple[Tensor, Stats]:
         collected: Stats = {}
-        x = F.conv2d(x, params["conv1.weight"], stride=1, padding=1)
-        x = F.relu(batch_norm(x, "bn1", params, stats, collected))
+
+        def conv_then_bn(h: Tensor, conv: str, bn: str, stride: int = 1, padding: int = 1) -> Tensor:
+            return conv_bn(h, params[f"{conv}.weight"], bn, params, stats, collected, stride, padding)
+
+        # in-place ReLUs and sums: fresh buffers of this size cost page faults on CPU, and nothing saved
+        # for backward is overwritten (autograd would raise)
+        x = F.relu_(conv_then_bn(x, "conv1", "bn1"))
         for prefix, _inplanes, _planes, stride, downsample in self._blocks():
-            out = F.conv2d(x, params[f"{prefix}.conv1.weight"], stride=stride, padding=1)
-            out = F.relu(batch_norm(out, f"{prefix}.bn1", params, stats, collected))
-            out = F.conv2d(out, params[f"{prefix}.conv2.weight"], stride=1, padding=1)
-            out = batch_norm(out, f"{prefix}.bn2", params, stats, collected)
+            out = F.relu_(conv_then_bn(x, f"{prefix}.conv1", f"{prefix}.bn1", stride))
+            out = conv_then_bn(out, f"{prefix}.conv2", f"{prefix}.bn2")
             if downsample:
-                identity = F.conv2d(x, params[f"{prefix}.downsample.0.weight"], stride=stride)
-                identity = batch_norm(identity, f"{prefix}.downsample.1", params, stats, collected)
+                out += conv_then_bn(x, f"{prefix}.downsample.0", f"{prefix}.downsample.1", stride, padding=0)
             else:
-                identity = x
-            x = F.relu(out + identity)
+                out += x
+            x = F.relu_(out)
         x = F.adaptive_avg_pool2d(x, (1, 1)).flatten(1)
         return x, (stats if stats is not None else collected)
 

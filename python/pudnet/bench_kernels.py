@@ -1,6 +1,9 @@
 """Hot-path benchmark: the Triton kernels against eager PyTorch (and torch.compile on a GPU).
 
-``run_kernel_bench()`` (the ``pudnet bench kernels`` command) measures, for the ConvNet-3, ResNet-18 and
+The Triton path is the hot path's custom ops (``pudnet.model.hotpath.ahru`` / ``generate``: on CUDA tensors by
+dispatch, on CPU tensors through ``hotpath.use_triton`` in Triton's interpreter); the eager path is the eager
+reference (``ahru_eager`` / ``generate_eager``) called directly. ``run_kernel_bench()`` (the
+``pudnet bench kernels`` command, ``python -m pudnet.bench_kernels``) measures, for the ConvNet-3, ResNet-18 and
 ResNet-34 targets (their real parameter lists: AHRU steps = number of parameter tensors, generator groups by
 kernel size, ``O_l`` rows per layer), embedding 128, generator hidden 32, meta-batch 1 and 16:
 
@@ -11,16 +14,18 @@ kernel size, ``O_l`` rows per layer), embedding 128, generator hidden 32, meta-b
   (the torch operators that reach a backend kernel, counted by a TorchDispatchMode — views, metadata and
   allocations excluded; each is one kernel launch on a GPU, where the torch profiler's count of CUDA kernels
   is recorded too) against the Triton path's (Triton launches counted at the launcher, plus any torch
-  operator it issues outside a launch). On a
+  operator it issues outside a launch; the ``pudnet::`` ops themselves are containers, not launches). On a
   CPU the Triton path runs in the interpreter with each layer's ``O_l`` capped (the launch structure does
   not depend on ``O_l`` or on the batch; the eager count is measured at the real sizes and at the capped ones
   to show it does not either).
 
-A GPU measurement that cannot run is reported as skipped with the reason, never estimated.
+A GPU measurement that cannot run (or that ``budget_s`` leaves no time for) is reported as skipped with the
+reason, never estimated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -33,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from . import _common
+from .kernels import _common
+from .model import hotpath
 
 TARGETS = ("convnet3", "resnet18", "resnet34")
 BATCHES = (1, 16)
@@ -60,8 +66,8 @@ NON_KERNEL_OPS = {
 
 def hotpath_sizes(target: str) -> dict:
     """AHRU steps and generator groups ``{k: [O_l, ...]}`` of a target, from ``pudnet.targets``."""
-    from pudnet.model.generators import kernel_size, rows
-    from pudnet.targets import make_target
+    from .model.generators import kernel_size, rows
+    from .targets import make_target
 
     in_channels = 1 if target == "convnet3" else 3  # Fashion-MNIST ConvNet-3; RGB ResNets
     specs = make_target(target, in_channels=in_channels).specs()
@@ -136,8 +142,9 @@ def interpreter_ready() -> bool:
     return isinstance(std.zeros, InterpretedFunction)
 
 
-def _kernel_modules():
-    """The kernel modules, under the interpreter when there is no GPU (reloaded if imported without it)."""
+def _prepare_kernels() -> None:
+    """Import the kernel modules under the interpreter when there is no GPU (reloaded if imported without it),
+    so that the hot path's lazy imports find them so."""
     on_cpu = not torch.cuda.is_available()
     if on_cpu:
         if not interpreter_ready():
@@ -145,14 +152,17 @@ def _kernel_modules():
         os.environ["TRITON_INTERPRET"] = "1"
     from triton.runtime.interpreter import InterpretedFunction
 
-    mods = []
     for name, probe in (("pudnet.kernels.ahru", "_ahru_fwd_kernel"), ("pudnet.kernels.generators",
                                                                      "_gen_out_fwd_kernel")):
         mod = importlib.import_module(name)
         if isinstance(getattr(mod, probe), InterpretedFunction) != on_cpu:
-            mod = importlib.reload(mod)
-        mods.append(mod)
-    return mods
+            importlib.reload(mod)
+
+
+def triton_kernels():
+    """A context in which the hot path's ops run their Triton kernels: by dispatch on a GPU, through the test
+    hook (Triton's interpreter) on CPU tensors."""
+    return contextlib.nullcontext() if torch.cuda.is_available() else hotpath.use_triton(True)
 
 
 class _OpCounter:
@@ -169,7 +179,7 @@ class _OpCounter:
 
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 name = func._schema.name
-                if not _common.in_launch() and name not in NON_KERNEL_OPS:
+                if not _common.in_launch() and name not in NON_KERNEL_OPS and not name.startswith("pudnet::"):
                     self.ops[name] += 1
                 return func(*args, **(kwargs or {}))
 
@@ -231,7 +241,7 @@ def _gpu_median_ms(fn) -> float:
 
 
 def machine() -> str:
-    from pudnet.report import machine as describe
+    from .report import machine as describe
 
     return describe()
 
@@ -239,21 +249,24 @@ def machine() -> str:
 def run_kernel_bench(targets=TARGETS, batches=BATCHES, cpu_reps: int = 5, gpu: bool | None = None,
                      compile_eager: bool = True, summary_json: str | os.PathLike | None = None,
                      verbose: bool = True, counts_only: bool = False,
-                     command: str = "pudnet bench kernels") -> dict:
+                     command: str = "pudnet bench kernels", budget_s: float | None = None) -> dict:
     """Run the hot-path benchmark; print a table (``verbose``) and return every number.
 
     ``gpu=None`` measures on the GPU when one is present. ``summary_json`` merges the launch counts (and,
     with a GPU, the timings) into that JSON file (other keys are kept). ``counts_only`` skips the timings.
+    ``budget_s``: once this many seconds have passed, the torch.compile timings (minutes of compilation for the
+    ResNets' unrolled loops) are skipped, with the reason recorded.
     """
     if not torch.cuda.is_available() and not interpreter_ready():
         # triton was imported without the interpreter (e.g. through torchvision): run in a fresh process
         return _run_in_child(dict(targets=list(targets), batches=list(batches), cpu_reps=cpu_reps, gpu=gpu,
                                   compile_eager=compile_eager, counts_only=counts_only, command=command,
-                                  summary_json=str(summary_json) if summary_json else None, verbose=verbose))
-    kahru, kgen = _kernel_modules()
+                                  summary_json=str(summary_json) if summary_json else None, verbose=verbose,
+                                  budget_s=budget_s))
+    _prepare_kernels()
     import triton
-    from pudnet.model import hotpath
 
+    compile_until = None if not compile_eager else time.monotonic() + (float("inf") if budget_s is None else budget_s)
     have_gpu = torch.cuda.is_available()
     gpu = have_gpu if gpu is None else gpu
     result = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
@@ -266,62 +279,12 @@ def run_kernel_bench(targets=TARGETS, batches=BATCHES, cpu_reps: int = 5, gpu: b
         groups = {k: len(v) for k, v in sizes["groups"].items()}
         log(f"\n{target}: {sizes['steps']} AHRU steps, generator groups (k: layers) {groups}, "
             f"{sizes['params']:,} parameters")
-        # launch counts: eager at the real sizes and capped; Triton (interpreter on CPU) capped
-        counts = {}
-        device = "cuda" if have_gpu else "cpu"
-        full = make_inputs(sizes, 1, device, requires_grad=True)
-        capped = make_inputs(sizes, 1, device, requires_grad=True, row_cap=INTERPRETER_ROW_CAP)
-        eager_full = make_ops(full, hotpath.ahru_eager, hotpath.generate_eager)
-        eager_capped = make_ops(capped, hotpath.ahru_eager, hotpath.generate_eager)
-        triton_ops = make_ops(full if have_gpu else capped, kahru.ahru_triton, kgen.generate_triton)
-        for op in eager_full:
-            counts[op] = {"eager": count_launches(eager_full[op]),
-                          "eager_capped_rows": count_launches(eager_capped[op])["total"],
-                          "triton": count_launches(triton_ops[op])}
-            c = counts[op]
-            log(f"  launches {op:<13} eager {c['eager']['total']:>5} (capped rows: {c['eager_capped_rows']})"
-                f"  triton {c['triton']['total']:>3} ({c['triton']['triton']} Triton + "
-                f"{c['triton']['torch_ops']} torch)" + (f"  CUDA kernels eager {c['eager']['cuda_kernels']} "
-                                                       f"triton {c['triton']['cuda_kernels']}" if have_gpu else ""))
-        result["launches"][target] = counts
-        del full, capped, eager_full, eager_capped, triton_ops
-        # timings
+        result["launches"][target] = _launch_counts(sizes, log)
         for batch in () if counts_only else batches:
             if gpu:
-                inputs = make_inputs(sizes, batch, "cuda", requires_grad=True)
-                paths = {"eager": make_ops(inputs, hotpath.ahru_eager, hotpath.generate_eager),
-                         "triton": make_ops(inputs, kahru.ahru_triton, kgen.generate_triton)}
-                if compile_eager:
-                    paths["compile"] = make_ops(inputs, torch.compile(hotpath.ahru_eager),
-                                                torch.compile(hotpath.generate_eager))
-                for op in paths["eager"]:
-                    row = {"target": target, "batch": batch, "op": op, "device": "cuda"}
-                    for path, ops in paths.items():
-                        try:
-                            row[f"{path}_ms"] = _gpu_median_ms(ops[op])
-                        except Exception as exc:  # noqa: BLE001 — recorded, never replaced by a guess
-                            row[f"{path}_ms"] = None
-                            row[f"{path}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-                    if row.get("triton_ms") and row.get("eager_ms"):
-                        row["speedup_vs_eager"] = row["eager_ms"] / row["triton_ms"]
-                    if row.get("triton_ms") and row.get("compile_ms"):
-                        row["speedup_vs_compile"] = row["compile_ms"] / row["triton_ms"]
-                    result["rows"].append(row)
-                    log(f"  B={batch:<2} {op:<13} " + "  ".join(
-                        f"{p} {row[f'{p}_ms']:.3f} ms" if row.get(f"{p}_ms") is not None else f"{p} failed"
-                        for p in paths) + (f"  speed-up vs eager {row['speedup_vs_eager']:.2f}x"
-                                           if "speedup_vs_eager" in row else ""))
-                del inputs, paths
-                torch.cuda.empty_cache()
+                result["rows"] += _gpu_rows(sizes, batch, compile_until, log)
             else:
-                inputs = make_inputs(sizes, batch, "cpu", requires_grad=True)
-                ops = make_ops(inputs, hotpath.ahru_eager, hotpath.generate_eager)
-                for op, fn in ops.items():
-                    ms = _cpu_median_ms(fn, cpu_reps)
-                    result["rows"].append({"target": target, "batch": batch, "op": op, "device": "cpu",
-                                           "eager_ms": ms, "reps": cpu_reps, "threads": 1})
-                    log(f"  B={batch:<2} {op:<13} eager on CPU {ms:10.2f} ms (median of {cpu_reps}, 1 thread)")
-                del inputs, ops
+                result["rows"] += _cpu_rows(sizes, batch, cpu_reps, log)
     if not gpu and not counts_only:
         result["gpu"] = {"skipped": "no CUDA device: GPU timings (Triton vs eager vs torch.compile) not measured"
                          if not have_gpu else "GPU timing disabled (gpu=False)"}
@@ -331,6 +294,83 @@ def run_kernel_bench(targets=TARGETS, batches=BATCHES, cpu_reps: int = 5, gpu: b
     return result
 
 
+def _launch_counts(sizes: dict, log) -> dict:
+    """Launches per op: eager at the real sizes and with ``O_l`` capped; the Triton path (capped in the
+    interpreter on CPU)."""
+    have_gpu = torch.cuda.is_available()
+    device = "cuda" if have_gpu else "cpu"
+    full = make_inputs(sizes, 1, device, requires_grad=True)
+    capped = make_inputs(sizes, 1, device, requires_grad=True, row_cap=INTERPRETER_ROW_CAP)
+    eager_full = make_ops(full, hotpath.ahru_eager, hotpath.generate_eager)
+    eager_capped = make_ops(capped, hotpath.ahru_eager, hotpath.generate_eager)
+    fused = make_ops(full if have_gpu else capped, hotpath.ahru, hotpath.generate)
+    counts = {}
+    for op in eager_full:
+        with triton_kernels():
+            triton_count = count_launches(fused[op])
+        counts[op] = c = {"eager": count_launches(eager_full[op]),
+                          "eager_capped_rows": count_launches(eager_capped[op])["total"], "triton": triton_count}
+        log(f"  launches {op:<13} eager {c['eager']['total']:>5} (capped rows: {c['eager_capped_rows']})"
+            f"  triton {c['triton']['total']:>3} ({c['triton']['triton']} Triton + "
+            f"{c['triton']['torch_ops']} torch)" + (f"  CUDA kernels eager {c['eager']['cuda_kernels']} "
+                                                   f"triton {c['triton']['cuda_kernels']}" if have_gpu else ""))
+    return counts
+
+
+def _gpu_rows(sizes: dict, batch: int, compile_until: float | None, log) -> list[dict]:
+    """Median GPU ms of eager, Triton and torch.compile of eager (until the monotonic time ``compile_until``;
+    never if None), per op."""
+    inputs = make_inputs(sizes, batch, "cuda", requires_grad=True)
+    paths = {"eager": make_ops(inputs, hotpath.ahru_eager, hotpath.generate_eager),
+             "triton": make_ops(inputs, hotpath.ahru, hotpath.generate)}
+    if compile_until is not None:
+        paths["compile"] = make_ops(inputs, torch.compile(hotpath.ahru_eager), torch.compile(hotpath.generate_eager))
+    rows = []
+    for op in paths["eager"]:
+        row = {"target": sizes["target"], "batch": batch, "op": op, "device": "cuda"}
+        for path, ops in paths.items():
+            if path == "compile" and time.monotonic() > compile_until:
+                row.update(compile_ms=None, compile_error="skipped: past the time budget (budget_s)")
+            else:
+                _time_path(row, path, ops[op])
+        for other in ("eager", "compile"):
+            if row.get("triton_ms") and row.get(f"{other}_ms"):
+                row[f"speedup_vs_{other}"] = row[f"{other}_ms"] / row["triton_ms"]
+        rows.append(row)
+        log(f"  B={batch:<2} {op:<13} " + _describe(row, paths))
+    del inputs, paths
+    torch.cuda.empty_cache()
+    return rows
+
+
+def _time_path(row: dict, path: str, fn) -> None:
+    try:
+        row[f"{path}_ms"] = _gpu_median_ms(fn)
+    except Exception as exc:  # noqa: BLE001 — recorded, never replaced by a guess
+        row[f"{path}_ms"] = None
+        row[f"{path}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _describe(row: dict, paths) -> str:
+    cells = [f"{p} {row[f'{p}_ms']:.3f} ms" if row.get(f"{p}_ms") is not None
+             else f"{p} {row.get(f'{p}_error', 'failed').split(':')[0]}" for p in paths]
+    if "speedup_vs_eager" in row:
+        cells.append(f"speed-up vs eager {row['speedup_vs_eager']:.2f}x")
+    return "  ".join(cells)
+
+
+def _cpu_rows(sizes: dict, batch: int, reps: int, log) -> list[dict]:
+    """Median CPU ms of the eager path (one thread), per op."""
+    ops = make_ops(make_inputs(sizes, batch, "cpu", requires_grad=True), hotpath.ahru_eager, hotpath.generate_eager)
+    rows = []
+    for op, fn in ops.items():
+        ms = _cpu_median_ms(fn, reps)
+        rows.append({"target": sizes["target"], "batch": batch, "op": op, "device": "cpu", "eager_ms": ms,
+                     "reps": reps, "threads": 1})
+        log(f"  B={batch:<2} {op:<13} eager on CPU {ms:10.2f} ms (median of {reps}, 1 thread)")
+    return rows
+
+
 def _run_in_child(kwargs: dict) -> dict:
     import subprocess
     import tempfile
@@ -338,7 +378,7 @@ def _run_in_child(kwargs: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = dict(os.environ, TRITON_INTERPRET="1")
-        subprocess.run([sys.executable, "-m", "pudnet.kernels.bench", "--kwargs", json.dumps(kwargs),
+        subprocess.run([sys.executable, "-m", "pudnet.bench_kernels", "--kwargs", json.dumps(kwargs),
                         "--out", str(out)], env=env, check=True)
         return json.loads(out.read_text())
 
@@ -360,17 +400,20 @@ def summary_entries(result: dict, command: str = "pudnet bench kernels") -> dict
                 "vs": "eager PyTorch (torch operators reaching a kernel, TorchDispatchMode count)",
                 "vs_value": eager,
                 "ratio": fused / eager if eager else None, **common}
+    vs = {"eager": "eager PyTorch", "compile": "torch.compile of eager PyTorch"}
     for row in result["rows"]:
-        if row.get("device") == "cuda" and row.get("speedup_vs_eager"):
-            out[f"kernels.gpu_ms.{row['target']}.B{row['batch']}.{row['op']}"] = {
-                "value": row["triton_ms"], "unit": "ms (median, triton.testing.do_bench)",
-                "vs": "eager PyTorch", "vs_value": row["eager_ms"],
-                "ratio": row["triton_ms"] / row["eager_ms"], **common}
+        for other, label in vs.items():
+            if row.get("device") == "cuda" and row.get(f"speedup_vs_{other}"):
+                key = f"kernels.gpu_ms.{row['target']}.B{row['batch']}.{row['op']}"
+                out[key if other == "eager" else f"{key}.vs_compile"] = {
+                    "value": row["triton_ms"], "unit": "ms (median, triton.testing.do_bench), Triton path",
+                    "vs": label, "vs_value": row[f"{other}_ms"], "ratio": row["triton_ms"] / row[f"{other}_ms"],
+                    **common}
     return out
 
 
 def merge_summary(path: str | os.PathLike, entries: dict) -> None:
-    from pudnet.report import merge_summary as merge
+    from .report import merge_summary as merge
 
     merge(entries, path)
 
@@ -402,13 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-reps", type=int, default=5)
     parser.add_argument("--summary-json", help="merge launch counts (and GPU speed-ups) into this JSON file")
     parser.add_argument("--counts-only", action="store_true", help="launch counts only, no timings")
+    parser.add_argument("--budget-s", type=float, help="skip the torch.compile timings after this many seconds")
     parser.add_argument("--kwargs", help=argparse.SUPPRESS)  # used by the re-launch in a fresh process
     parser.add_argument("--out", help="write the full result as JSON here")
     args = parser.parse_args(argv)
-    command = "python -m pudnet.kernels.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m pudnet.bench_kernels " + " ".join(argv if argv is not None else sys.argv[1:])
     kwargs = json.loads(args.kwargs) if args.kwargs else dict(
         targets=args.targets, batches=args.batches, cpu_reps=args.cpu_reps, summary_json=args.summary_json,
-        counts_only=args.counts_only, command=command.strip())
+        counts_only=args.counts_only, command=command.strip(), budget_s=args.budget_s)
     result = run_kernel_bench(**kwargs)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
