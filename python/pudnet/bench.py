@@ -85,7 +85,7 @@ def predict_latency(repeats: int = 20, device: str = "cpu", precision: str = "au
             "weights fp32": lambda: net.predict_weights(images, labels, "fp32"),
             "ready module": lambda: _ready_module(net, images, labels, precision),
         }
-        if hardware.compute_dtype(device, "bf16") == torch.bfloat16 and _bf16_is_native(device):
+        if _bf16_is_native(device):
             variants["weights bf16"] = lambda: net.predict_weights(images, labels, "bf16")
         ms = {key: 1000 * value for key, value in time_interleaved(variants, repeats).items()}
         lines.append(f"  {target:<9} ({what})")
