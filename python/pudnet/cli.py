@@ -12,6 +12,7 @@ from pathlib import Path
 from .hardware import PRECISIONS
 
 DEFAULT_CHECKPOINT = "fashion-convnet3"
+UNSEEN_CLASSES = [6, 7, 8, 9]  # Fashion-MNIST classes the shipped checkpoints never trained on
 USAGE, DATA, INTERNAL, INTERRUPTED = 2, 3, 4, 130  # exit codes (0: success)
 EXIT_CODES = f"""exit codes: 0 success; {USAGE} usage error (a wrong or missing argument); {DATA} data or checkpoint
 error (a missing, malformed or unsuitable file, folder, image set or checkpoint; a diverged training run);
@@ -86,14 +87,26 @@ def existing_file(text: str) -> str:
     return text
 
 
-def _classes(text: str) -> list[int]:
-    try:
-        classes = [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        classes = []
-    if not classes or min(classes) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class ids ≥ 0, got {text!r}")
-    return classes
+def _int_list(low: int, what: str = "integers"):
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < low:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} ≥ {low}, got {text!r}")
+        return values
+
+    parse.__name__ = f"a comma list of {what} ≥ {low}"
+    return parse
+
+
+_classes = _int_list(0, "class ids")
+
+
+def _classes_or_all(text: str) -> list[int] | str:
+    """Class ids as for :func:`_classes`, or ``"all"``."""
+    return "all" if text.strip() == "all" else _classes(text)
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="add 90/180/270-degree rotations of the training classes as extra classes (more varied tasks)",
     )
     train.add_argument(
+        "--task-pool", choices=["classes", "transformed"], default="classes",
+        help="what a task's classes are: classes = the training classes (with --rotated-classes also their "
+        "quarter turns; default); transformed = 98,304 virtual classes, each a training class or a mixture of "
+        "two under one of 16,384 transformations (a rotation by any angle at least 20° from the validation "
+        "turn and its mirror images, flips, scaling, shift, elastic warp, patch shuffle, inversion; "
+        "pudnet/data/task_pool.py), 3 of 4 tasks sharing one transformation among their classes: too many "
+        "tasks to memorise; needs --model '{\"loss\": \"metric\"}' (a head over "
+        "all training classes makes no sense there) and no --rotated-classes",
+    )
+    train.add_argument(
         "--base-from", metavar="FILE", type=existing_file,
         help="residual modes: initialise the base weights from a baseline weight file "
         "(e.g. python/pudnet/baselines/weights/pretrained-convnet3.safetensors)",
@@ -188,15 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict", help="predict weights for a dataset and save them",
-        description="Predict the target network's weights for the images of --data (optionally only "
-        "--classes) and save its state dict (safetensors; torchvision names for ResNets).",
+        description="Predict the target network's weights for the images of --folder, or of Fashion-MNIST's "
+        "--split restricted to --classes (default: the unseen classes 6-9), and save its state dict "
+        "(safetensors; torchvision names for ResNets). A checkpoint that reads labelled images takes 10 per "
+        "class of the dataset. Memory stays bounded (the BatchNorm statistics of a large dataset are streamed).",
     )
     predict.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
     predict.add_argument("--folder", metavar="DIR", type=existing_folder,
                          help="an image folder (one subfolder per class) instead of --data")
     predict.add_argument("--split", default="train", choices=["train", "test"])
-    predict.add_argument("--classes", type=_classes, default=None, metavar="IDS", help="keep only these classes")
+    predict.add_argument(
+        "--classes", type=_classes_or_all, default=None, metavar="IDS",
+        help="Fashion-MNIST classes to keep, or 'all' (default 6,7,8,9: the classes the shipped checkpoints "
+        "never saw; 0-5 are their training classes); with --folder, default all",
+    )
+    predict.add_argument("--max-images", type=positive_int, default=60_000, metavar="N",
+                         help="refuse datasets of more images (default 60000, all of Fashion-MNIST's training split)")
     predict.add_argument("--out", required=True, type=output_file, metavar="FILE", help="output .safetensors file")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data(predict)
     _add_threads(predict)
     _add_hardware(predict)
@@ -226,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the shipped pretrained / ProtoNet baselines (scored on the same groups by default)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.add_argument(
+        "--frontier", action="store_true",
+        help="instead: the accuracy-vs-seconds frontier on the same groups — pretrained and PudNet (forward "
+        "pass) each with 0 and more refinement steps, Adam and GC from scratch for several epoch budgets, "
+        "ProtoNet, random init; writes frontier.json, frontier.md, frontier.png (with matplotlib) and "
+        "groups.jsonl (one row per finished group; a rerun with the same settings continues from it)",
+    )
+    evaluate.add_argument("--frontier-out", metavar="DIR", type=output_folder, default=None,
+                          help="--frontier: output folder (default runs/frontier-DOMAIN)")
+    evaluate.add_argument("--frontier-steps", metavar="LIST", type=_int_list(0), default=None,
+                          help="--frontier: refinement step counts (default 0,1,3,10,30; 0 and the "
+                          "checkpoint's own count are always added)")
+    evaluate.add_argument("--frontier-epochs", metavar="LIST", type=_int_list(1), default=None,
+                          help="--frontier: epoch budgets of Adam/GC from scratch (default 1,5,30)")
     _add_data(evaluate)
     _add_threads(evaluate)
     _add_hardware(evaluate)
@@ -257,17 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_data(args):
     from . import datasets
 
+    classes = getattr(args, "classes", "all")
     if getattr(args, "folder", None):
-        return datasets.image_folder(args.folder)
-    store = datasets.fashion_mnist(args.split, args.data)
-    classes = getattr(args, "classes", None)
-    return store.of_classes(classes) if classes else store
+        store = datasets.image_folder(args.folder)
+    else:
+        store = datasets.fashion_mnist(args.split, args.data)
+        classes = UNSEEN_CLASSES if classes is None else classes
+    return store if classes in (None, "all") else store.of_classes(classes)
 
 
 def cmd_train(args) -> None:
     from .data import datasets
     from .model.pudnet import PudNetConfig
-    from .train import TrainConfig, train
+    from .train import TrainConfig, check_task_pool, train
 
     try:
         overrides = json.loads(args.model)
@@ -280,7 +328,9 @@ def cmd_train(args) -> None:
             precision=args.precision, device=args.device, rotated_classes=args.rotated_classes,
             base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
             validation_degrees=args.validation_degrees, validate_every=args.validate_every,
+            task_pool=args.task_pool,
         )
+        check_task_pool(model_config, config)
     except json.JSONDecodeError as e:
         raise UsageError(f"--model is not valid JSON ({e}): {args.model!r}") from None
     except (TypeError, ValueError) as e:
@@ -298,30 +348,29 @@ def cmd_predict(args) -> None:
 
     net = PudNet.from_pretrained(args.checkpoint, device=args.device)
     data = _load_data(args)
+    if len(data) == 0:
+        raise UsageError(f"no images of classes {args.classes} in {data.source}")
+    if len(data) > args.max_images:
+        raise UsageError(f"{data.source}: {len(data)} images exceed --max-images {args.max_images}; choose fewer "
+                         "with --classes, or raise --max-images (memory stays bounded, time grows with the images)")
     support = data.labelled(per_class=10) if net.config.uses_labels else None
-    model = net.predict(data, support=support, precision=args.precision)
+    model = net.predict(data, support=support, precision=args.precision, progress=not args.quiet)
     state = {k: v for k, v in model.state_dict().items()}
     atomic_save(state, args.out, {"format": "pudnet-predicted-v1", "target": net.config.target})
     print(f"predicted {net.config.target} weights for {len(data)} images -> {args.out}")
 
 
 def cmd_eval(args) -> None:
-    from .data import datasets
-    from .evaluate import EvalConfig, Evaluator, format_report, refined_baseline, split_per_class
+    from .evaluate import format_report, refined_baseline
     from .hardware import describe
     from .model.pudnet import PudNet
 
+    _check_frontier_options(args)
     net = PudNet.from_pretrained(args.checkpoint, device=args.device)
-    protocol = dict(groups=args.groups, seed=args.seed, precision=args.precision)
-    if args.domain == "mnist":
-        classes = args.classes or list(range(10))
-        dataset_store, query_store = split_per_class(datasets.mnist(), 300)
-        config = EvalConfig(classes=classes, foreign_classes=classes, **protocol)
-    else:
-        classes = args.classes or [6, 7, 8, 9]
-        dataset_store, query_store = datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data)
-        config = EvalConfig(classes=classes, **protocol)
-    evaluator = Evaluator(dataset_store, query_store, config, net.device)
+    evaluator, classes = _evaluator(args, net)
+    if args.frontier:
+        _frontier(args, net, evaluator)
+        return
     baselines = {}
     if not args.no_baselines:
         from .baselines import load_baselines
@@ -336,6 +385,56 @@ def cmd_eval(args) -> None:
     print(format_report(result, LABELS))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+def _evaluator(args, net):
+    """The protocol's evaluator for ``args.domain`` and the class pool of its groups."""
+    from .data import datasets
+    from .evaluate import EvalConfig, Evaluator, split_per_class
+
+    protocol = dict(groups=args.groups, seed=args.seed, precision=args.precision)
+    if args.domain == "mnist":
+        classes = args.classes or list(range(10))
+        dataset_store, query_store = split_per_class(datasets.mnist(), 300)
+        config = EvalConfig(classes=classes, foreign_classes=classes, **protocol)
+    else:
+        classes = args.classes or [6, 7, 8, 9]
+        dataset_store, query_store = datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data)
+        config = EvalConfig(classes=classes, **protocol)
+    return Evaluator(dataset_store, query_store, config, net.device), classes
+
+
+def _check_frontier_options(args) -> None:
+    frontier_only = [name for name in ("frontier_out", "frontier_steps", "frontier_epochs")
+                     if getattr(args, name) is not None]
+    if not args.frontier and frontier_only:
+        raise UsageError(f"--{frontier_only[0].replace('_', '-')} needs --frontier")
+    if args.frontier and (args.json or args.no_baselines):
+        raise UsageError("--frontier writes frontier.json into --frontier-out and needs the baselines: "
+                         "drop --json / --no-baselines")
+
+
+def _frontier(args, net, evaluator) -> None:
+    from .frontier import (
+        DEFAULT_EPOCHS, DEFAULT_STEPS, SettingsMismatch, groups_text, markdown_table, run_frontier, threads_text,
+        verdict,
+    )
+    from .hardware import describe
+
+    out = args.frontier_out or Path("runs") / f"frontier-{args.domain}"
+    try:
+        result = run_frontier(net, evaluator, out, args.frontier_steps or DEFAULT_STEPS,
+                              args.frontier_epochs or DEFAULT_EPOCHS, args.checkpoint, args.domain,
+                              progress=not args.quiet)
+    except SettingsMismatch as e:
+        raise UsageError(str(e)) from None
+    print(f"Accuracy vs seconds: PudNet ({args.checkpoint}) on {args.domain}, {groups_text(result['groups'])}; "
+          f"{describe(net.device, args.precision)}, {threads_text(result['threads'])}")
+    print(markdown_table(result))
+    print(verdict(result))
+    png = ("frontier.png" if (Path(out) / "frontier.png").exists()
+           else "no frontier.png (the plot needs matplotlib: pip install 'pudnet[plot]')")
+    print(f"wrote {out}/: frontier.json, frontier.md, groups.jsonl, {png}")
 
 
 LABELS = {

@@ -134,9 +134,10 @@ class Evaluator:
                 candidates.update({name: make_params(tasks) for name, make_params in (baselines or {}).items()})
                 for name, candidate in candidates.items():
                     scores[name].append(accuracy_with(target, self.on_device(candidate), tasks, 0))
-        return self.summarise(net, scores, seconds)
+        return self.summarise(net, scores, seconds, progress)
 
-    def summarise(self, net: PudNet, scores: dict[str, list[float]], seconds: list[float]) -> dict:
+    def summarise(self, net: PudNet, scores: dict[str, list[float]], seconds: list[float], progress: bool = False
+                  ) -> dict:
         result = {"groups": self.config.groups, "accuracy": {}, "scores": scores}
         for name, values in scores.items():
             mean, ci = mean_ci([100 * v for v in values])
@@ -145,16 +146,18 @@ class Evaluator:
         mean, ci = mean_ci(diff)
         result["own_minus_foreign"] = {"mean": mean, "ci95": ci}
         result["median_prediction_s"] = statistics.median(seconds)
-        result["weight_spread"] = self.weight_spread(net)
+        result["weight_spread"] = self.weight_spread(net, progress)
         return result
 
-    def weight_spread(self, net: PudNet) -> dict:
+    def weight_spread(self, net: PudNet, progress: bool = False) -> dict:
         """Relative spread of predicted weights within and between datasets of different class sets: of the
         raw parameters, and of their canonical form (``Target.canonical``: without the rescalings the
         network's function ignores, which a hypernetwork can vary freely without changing any prediction)."""
         n = self.config.spread_datasets
-        unseen = [self.predict(net, self.task(g)) for g in range(n)]
-        train = [self.predict(net, self.foreign_task(g)) for g in range(n)]
+        datasets = [self.task(g) for g in range(n)] + [self.foreign_task(g) for g in range(n)]
+        predicted = [self.predict(net, tasks)
+                     for tasks in tqdm(datasets, desc="weight spread (predictions)", disable=not progress)]
+        unseen, train = predicted[:n], predicted[n:]
         spread = {}
         for prefix, view in (("", lambda p: p), ("function_", net.target.canonical)):
             a, b = ([flat_weights(view(p)) for p in sets] for sets in (unseen, train))

@@ -25,6 +25,7 @@ from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
 from .data.sampler import class_members
 from .data.store import ImageStore, hold_out, with_rotated_classes
+from .data.task_pool import ANGLE_MARGIN, TransformedClassStream, excluded_angle
 from .model.losses import TaskResult, meta_batch_losses
 from .model.pudnet import NonFiniteError, PudNet, PudNetConfig, check_number
 
@@ -34,6 +35,7 @@ TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
 RUN_FILES = (CHECKPOINT, BEST, TRAIN_STATE, METRICS)
 VALIDATIONS = ("rotated-classes", "images")
+TASK_POOLS = ("classes", "transformed")
 BIG = 10**9
 # Inclusive bounds of the numeric TrainConfig fields (generous; they turn nonsense into a clear message)
 INT_BOUNDS = {
@@ -72,6 +74,10 @@ class TrainConfig:
     base_lr_scale: float = 1.0  # residual mode: the base weights learn at lr × this
     base_from: str | None = None  # residual modes: start the base weights from a baseline weight file
     rotated_classes: bool = False  # add 90°/180°/270° rotations of the training classes as new classes
+    # "classes": tasks of the training classes (and their rotations); "transformed": of 98,304 virtual classes,
+    # each a training class (or a mixture of two) under one of 16,384 transformations, 3 of 4 tasks sharing one
+    # among their classes (data/task_pool.py); needs PudNetConfig(loss="metric")
+    task_pool: str = "classes"
     precision: str = "auto"  # pudnet.hardware: bf16 autocast where the device runs it natively, else fp32
     device: str = "auto"  # cpu, cuda, cuda:N; auto = a GPU if there is one (under torchrun: the local rank's)
 
@@ -84,6 +90,10 @@ class TrainConfig:
             check_number("threads", self.threads, (1, 4096), integer=True)
         if self.validation not in VALIDATIONS:
             raise ValueError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
+        if self.task_pool not in TASK_POOLS:
+            raise ValueError(f"task_pool must be one of {TASK_POOLS}, got {self.task_pool!r}")
+        if self.task_pool == "transformed":
+            self._check_transformed_pool()
         quarter_turn = self.validation_degrees % 90 == 0
         if self.validate_every and self.validation == "rotated-classes" and self.rotated_classes and quarter_turn:
             raise ValueError(
@@ -91,9 +101,45 @@ class TrainConfig:
                 "rotated_classes trains on; use validation_degrees=45 (--validation-degrees) or validation='images'"
             )
 
+    def _check_transformed_pool(self) -> None:
+        """The transformed pool turns its classes by arbitrary angles except within ``ANGLE_MARGIN`` of
+        :attr:`avoid_degrees` (and its mirror images): the rotated-class validation's classes are then none of
+        its classes, unless they are the upright or upside-down training classes themselves."""
+        if self.rotated_classes:
+            raise ValueError("task_pool='transformed' already turns its classes by arbitrary angles; drop "
+                             "rotated_classes (--rotated-classes), whose quarter turns would include the "
+                             "validation's classes")
+        if self.avoid_degrees is not None and excluded_angle(0.0, self.avoid_degrees):
+            raise ValueError(
+                f"validation on classes turned by {self.validation_degrees:g}° is within {ANGLE_MARGIN:g}° of "
+                "the upright or upside-down training classes, which task_pool='transformed' trains on; use "
+                "e.g. validation_degrees=90 or 45 (--validation-degrees)")
+
+    @property
+    def avoid_degrees(self) -> float | None:
+        """The turn no class of a transformed task pool may come near: the rotated-class validation's."""
+        return self.validation_degrees if self.validation == "rotated-classes" else None
+
     @property
     def spec(self) -> EpisodeSpec:
         return EpisodeSpec(self.ways, self.sketch, self.support, self.query)
+
+
+def check_task_pool(model_config: PudNetConfig, config: TrainConfig) -> None:
+    """A transformed pool has tens of thousands of classes, each drawn a few times in a run: a head over all
+    of them cannot learn them, and a head over per-task permuted labels has targets its input cannot predict;
+    such a run trains the metric loss alone."""
+    if config.task_pool != "classes" and model_config.loss != "metric":
+        raise ValueError(f"task_pool={config.task_pool!r} trains without the full-classification head: use "
+                         f"PudNetConfig(loss='metric') (--model '{{\"loss\": \"metric\"}}'), not "
+                         f"loss={model_config.loss!r}")
+
+
+def task_stream(store: ImageStore, config: TrainConfig) -> EpisodeStream | TransformedClassStream:
+    """The meta-training tasks over ``store`` (the images left after the validation hold-out)."""
+    if config.task_pool == "transformed":
+        return TransformedClassStream(store, config.train_classes, config.spec, config.seed, config.avoid_degrees)
+    return EpisodeStream(store, config.train_classes, config.spec, config.seed)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -209,7 +255,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(parameter_groups(net, config), lr=config.lr)
         fp16 = hardware.compute_dtype(self.device, config.precision) == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)  # fp16 gradients underflow unscaled
-        self.stream = EpisodeStream(store, config.train_classes, config.spec, config.seed)
+        self.stream = task_stream(store, config)
         global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
         global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
         self.loss = distributed.wrap(MetaBatchLoss(net, global_ids.to(self.device)), world, self.device,
@@ -396,6 +442,7 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    check_task_pool(model_config, config)
     store = store if store is not None else datasets.fashion_mnist("train")
     missing = sorted(set(config.train_classes) - set(store.classes))
     if missing:

@@ -8,14 +8,15 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .. import hardware
 from ..data.store import ImageStore
 from ..targets import Target, make_target
-from ..targets.base import Params, Stats
+from ..targets.base import STATS_CHUNK, Params, Stats
 from . import hotpath
 from .generators import WeightGenerators
-from .refine import Refinement, refine
+from .refine import REFINE_IMAGES, Refinement, refine
 from .sketch import SketchEncoder
 
 WEIGHT_MODES = ("paper", "residual", "frozen_base")
@@ -35,6 +36,12 @@ FLOAT_BOUNDS = {
 BOOL_FIELDS = ("use_ahru", "sketch_support", "whiten", "learn_tau")
 TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
 OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
+
+
+STATS_IMAGES = 4096
+"""A prediction takes its dataset's BatchNorm statistics from at most this many images (``_at_most``): beyond
+it their sampling error is far below what the predictions can tell apart, while each further image costs
+time, about (BatchNorm layers + 1)/2 forward passes in the streamed rule (:meth:`Target.dataset_stats`)."""
 
 
 class NonFiniteError(ValueError):
@@ -320,32 +327,47 @@ class PudNet(nn.Module):
 
     @torch.no_grad()
     def predict_params(
-        self, images: Tensor, labels: Tensor | None = None, precision: str = "auto",
+        self, images: Tensor, labels: Tensor | None = None, precision: str = "auto", progress: bool = False,
     ) -> tuple[Params, Stats]:
         """:meth:`predict_weights`, refined on the dataset when ``config.refine_steps`` (model/refine.py), and
         the target's BatchNorm statistics on the same dataset, all in ``precision`` (with bf16, the
-        statistics are within ~0.6% of a standard deviation of the float32 ones)."""
+        statistics are within ~0.6% of a standard deviation of the float32 ones).
+
+        Memory and time stay bounded whatever the dataset's size: the sketch sees ``config.sketch_images``
+        images, the refinement at most :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm
+        statistics at most :data:`STATS_IMAGES` (each: every image of a smaller dataset, else every labelled
+        one and the others evenly spaced); the statistics are streamed in chunks, exactly
+        (:meth:`Target.dataset_stats`; ``progress``: a progress bar while they are).
+        """
         if self.config.refine_steps and labels is None:
             raise ValueError("this PudNet refines its weights on labelled samples: pass labels (−1 = unlabelled)")
         params = self.predict_weights(images, labels, precision)
         images, labels = self._on_device(self._checked_images(images), labels)
         with hardware.autocast(images.device, precision):
             if self.config.refine_steps:
-                params = refine(self.target, params, images, labels, self.config.refinement)
-            _, stats = self.target.forward(params, images)
+                params = refine(self.target, params, *_at_most(REFINE_IMAGES, images, labels),
+                                self.config.refinement)
+            stats = self._dataset_stats(params, _at_most(STATS_IMAGES, images, labels)[0], progress)
         check_finite(params, "the refined parameters")
         check_finite({f"{name}.{part}": t for name, pair in stats.items() for part, t in zip(("mean", "var"), pair)},
                      "the BatchNorm statistics of the dataset")
         return params, stats
 
-    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None, precision: str = "auto"
-                ) -> nn.Module:
+    def _dataset_stats(self, params: Params, images: Tensor, progress: bool) -> Stats:
+        passes = math.ceil(len(images) / STATS_CHUNK) * len(self.target.batchnorm_names())
+        with tqdm(total=passes, desc="BatchNorm statistics (chunk passes)", unit="pass",
+                  disable=not progress or len(images) <= STATS_CHUNK) as bar:
+            return self.target.dataset_stats(params, images, STATS_CHUNK, bar.update)
+
+    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None, precision: str = "auto",
+                progress: bool = False) -> nn.Module:
         """A ready ``torch.nn.Module`` (eval mode, on this PudNet's device) with weights predicted for ``data``
         (``precision``: see :meth:`predict_weights`).
 
         ``data`` is an :class:`ImageStore` or images [N, C, H, W] (uint8, or floats in [0, 1]). A PudNet whose
         sketch sees labelled samples, or that refines its weights, needs ``support`` (e.g.
-        ``data.labelled(per_class=10)``); its images join the dataset with their labels.
+        ``data.labelled(per_class=10)``); its images join the dataset with their labels. Memory is bounded
+        (:meth:`predict_params`); ``progress`` shows a bar for the long phase of a large dataset.
         """
         images = self._checked_images(data.tensor() if isinstance(data, ImageStore) else data)
         labels = None
@@ -353,7 +375,7 @@ class PudNet(nn.Module):
             labelled, known = self._checked_support(support)
             images = torch.cat([images, labelled])
             labels = torch.cat([torch.full((len(images) - len(known),), -1, dtype=torch.long), known])
-        params, stats = self.predict_params(images, labels, precision)
+        params, stats = self.predict_params(images, labels, precision, progress)
         return self.target.to_module(params, stats)
 
     def _checked_support(self, support: object) -> tuple[Tensor, Tensor]:
@@ -410,6 +432,16 @@ class PudNet(nn.Module):
     def params_of(self, weights: list[Tensor], index: int) -> Params:
         """The parameter dict of dataset ``index`` of a meta-batch."""
         return {spec.name: w[index] for spec, w in zip(self.specs, weights)}
+
+
+def _at_most(cap: int, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """At most ``cap`` images of one dataset (and their labels): all of a dataset that small, else every
+    labelled one (label ≥ 0) and evenly spaced others."""
+    if len(images) <= cap:
+        return images, labels
+    known = labels.cpu() >= 0 if labels is not None else torch.zeros(len(images), dtype=torch.bool)
+    picks = _evenly_filled(known, cap).to(images.device)
+    return images[picks], None if labels is None else labels[picks]
 
 
 def _evenly_filled(known: Tensor, cap: int) -> Tensor:

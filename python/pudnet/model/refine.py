@@ -19,6 +19,12 @@ from ..targets.base import Params, Target
 from .losses import centroids, cosine_logits
 
 
+REFINE_IMAGES = 1024
+"""A prediction refines on at most this many images of its dataset: every labelled one, the others evenly
+spaced (``PudNet.predict_params``). Its gradient passes hold every image's activations; the protocol's
+datasets (440 images) are far below it."""
+
+
 @dataclass(frozen=True)
 class Refinement:
     steps: int
