@@ -1,6 +1,6 @@
 """The native core (issue 3) against the Python references (pytest-benchmark).
 
-Run: ``nice -n 10 python -m pytest benchmarks/bench_native.py --benchmark-only -s``
+Run: ``nice -n 10 python -m pytest benchmarks/bench_native.py --benchmark-only -s [--record]``
 
 Pairs (same work on both sides; "value" is the native throughput, "vs_value" the reference's, both from the
 median round):
@@ -14,13 +14,12 @@ median round):
 - episode data path: episodes/s sampling a batch of episodes and gathering their sketch + query images into
   tensors, native vs reference (sample_episode loop + numpy fancy indexing).
 
-When both sides of a pair ran, the ratios are merged into ``benchmarks/results/summary.json``
-(:func:`record_summary`; other keys of that file are kept).
+When both sides of a pair ran, the ratios are printed and, with ``--record`` (benchmarks/conftest.py), merged
+into ``benchmarks/results/summary.json`` (:func:`record_summary`; other keys of that file are kept).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 from pathlib import Path
 
@@ -215,25 +214,25 @@ PAIRS = {
 }
 
 
-def record_summary(results: dict[str, dict], path: Path = SUMMARY, command: str | None = None) -> dict:
-    """Merge the ratios of every pair measured into ``path`` (keeps other keys); returns the new entries."""
+def record_summary(results: dict[str, dict], path: Path = SUMMARY, command: str | None = None,
+                   record: bool = True) -> dict:
+    """The ratios of every pair measured, merged into ``path`` when ``record`` (keeps other keys)."""
     command = command or "python -m pytest " + " ".join(sys.argv[1:])
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     entries = {}
     for key, (mine, theirs) in PAIRS.items():
         if mine in results and theirs in results:
             x, y = results[mine], results[theirs]
             entries[key] = {"value": round(x["value"], 3), "unit": x["unit"], "vs": y["label"],
                             "vs_value": round(y["value"], 3), "ratio": round(x["value"] / y["value"], 3),
-                            "command": command, "date": date, "machine": machine(), "what": x["label"]}
-    if entries:
-        merge_summary(entries, path)
+                            "command": command, "machine": machine(), "what": x["label"]}
+    if entries and record:
+        entries = merge_summary(entries, path)
     return entries
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _summary():
+def _summary(request):
     yield
-    entries = record_summary(_results)
+    entries = record_summary(_results, record=request.config.getoption("--record"))
     for key, e in entries.items():
         print(f"\n{key}: {e['value']:.1f} {e['unit']} vs {e['vs_value']:.1f} ({e['vs']}) = {e['ratio']:.1f}x")

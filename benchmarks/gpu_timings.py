@@ -11,12 +11,12 @@
 Self-contained on purpose: it moves the PudNet and its synthetic tasks to the GPU itself (no dataset files, no
 device handling of ``pudnet.train`` needed); the timings do not depend on the images' content.
 
-    python benchmarks/gpu_timings.py [--budget-s 150] [--summary-json PATH]
+    python benchmarks/gpu_timings.py [--budget-s 150] [--record | --summary-json PATH]
     python benchmarks/gpu_timings.py --dry-run [--summary-json PATH]
 
+Records only when asked: ``--record`` (into benchmarks/results/summary.json) or ``--summary-json PATH``.
 ``--dry-run``: the same code on a tiny configuration on whatever device there is (no GPU: the kernel counts
-in Triton's interpreter, the end-to-end steps on CPU, where both paths are eager); records only with
-``--summary-json``.
+in Triton's interpreter, the end-to-end steps on CPU, where both paths are eager).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from pudnet.data.episodes import TaskBatch
 from pudnet.data.sampler import EpisodeSpec
 from pudnet.model import hotpath
 from pudnet.model.losses import meta_batch_losses
-from pudnet.model.pudnet import PudNet, PudNetConfig
+from pudnet.model.config import PudNetConfig
+from pudnet.model.pudnet import PudNet
 from pudnet.report import SUMMARY, figure, merge_summary
 
 TARGETS = ("convnet3", "resnet18")
@@ -129,7 +130,8 @@ def end_to_end(targets, device: torch.device, meta_batch: int, images: int, reps
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--summary-json", default=None, help=f"where to record (default {SUMMARY}; dry run: none)")
+    parser.add_argument("--summary-json", default=None, help="record into this JSON file")
+    parser.add_argument("--record", action="store_true", help=f"record into {SUMMARY}")
     parser.add_argument("--budget-s", type=float, default=150.0,
                         help="seconds after which the kernel benchmark skips its torch.compile timings")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on any device (see the docstring)")
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda and not args.dry_run:
         print("gpu_timings: no CUDA device visible — nothing to time (--dry-run checks the code on CPU)")
         return 1
-    summary = args.summary_json or (None if args.dry_run else SUMMARY)
+    summary = args.summary_json or (SUMMARY if args.record else None)
     device = torch.device("cuda" if cuda else "cpu")
     print(f"gpu_timings on {device}{' (dry run)' if args.dry_run else ''}")
     kernel_targets = ("convnet3",) if args.dry_run else ("convnet3", "resnet18", "resnet34")

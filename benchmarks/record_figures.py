@@ -1,49 +1,41 @@
-"""Record headline figures into benchmarks/results/summary.json from the files that measured them.
+"""Transcribe figures measured elsewhere (saved JSON) into benchmarks/results/summary.json — a fallback.
 
     python benchmarks/record_figures.py eval RESULT.json --command "pudnet eval --groups 500 --json RESULT.json"
     python benchmarks/record_figures.py predict BENCH.json --command "pytest benchmarks/bench_predict.py ..."
     python benchmarks/record_figures.py train BENCH.json --command "pytest benchmarks/bench_train.py ..."
 
 `eval` takes the JSON of `pudnet eval --json`, the others pytest-benchmark's `--benchmark-json`.
+
+Prefer the measuring code writing its own figures: `pudnet eval --record` (with the checkpoint's sha256),
+`pudnet bench predict|train --record`. An entry written here is marked ``transcribed_from`` (the file, its
+sha256 and, for pytest-benchmark files, the commit/dirty/time the file itself records); its ``started``,
+``argv`` and ``git_*`` are this transcription's, not the measurement's, and it carries no checkpoint hash.
 """
 
 import argparse
+import hashlib
 import json
+from pathlib import Path
 
-from pudnet.report import figure, merge_summary
+from pudnet.report import ROOT, SUMMARY, eval_entries, figure, merge_summary
 
 LATENCY_TARGET_MS = {"convnet3": 10.0, "resnet18": 100.0}
 
 
-def eval_figures(result: dict, command: str, prefix: str = "fashion_unseen") -> dict:
-    acc = result["accuracy"]
-    groups = result["groups"]
-    entries = {}
-    for name in acc:
-        if name == "pudnet":
-            continue
-        entries[f"{prefix}.pudnet_vs_{name}"] = figure(
-            acc["pudnet"]["mean"], f"top-1 % ({prefix}), {groups} groups "
-            f"(±{acc['pudnet']['ci95']:.2f} vs ±{acc[name]['ci95']:.2f} 95% CI)",
-            name, acc[name]["mean"], command)
-    diff = result["own_minus_foreign"]
-    entries[f"{prefix}.own_minus_foreign_sketch"] = figure(
-        diff["mean"], f"paired top-1 points, own sketch − foreign-class sketch (±{diff['ci95']:.2f} 95% CI)",
-        "zero (sketch ignored)", 0.0, command)
-    spread = result["weight_spread"]
-    entries[f"{prefix}.weight_spread_between_vs_within"] = figure(
-        spread["between"], "relative spread of predicted weights between evaluated and foreign-class datasets",
-        "within the evaluated datasets", spread["within_unseen"], command)
-    if "function_between" in spread:
-        entries[f"{prefix}.function_spread_between_vs_within"] = figure(
-            spread["function_between"], "relative spread of predicted weights without the rescalings the "
-            "network ignores (Target.canonical), between evaluated and foreign-class datasets",
-            "within the evaluated datasets", spread["function_within_unseen"], command)
-    entries[f"{prefix}.median_prediction_ms"] = figure(
-        1000 * result["median_prediction_s"], "ms per prediction (weights, their refinement when the checkpoint "
-        "refines, and the dataset's BatchNorm statistics)",
-        "weights-only latency target", LATENCY_TARGET_MS["convnet3"], command)
-    return entries
+def transcribed_from(file: str, data: dict) -> dict:
+    """What an entry copied from ``file`` says about its source."""
+    path = Path(file).resolve()
+    try:
+        name = str(path.relative_to(ROOT))
+    except ValueError:
+        name = str(path)
+    source = {"file": name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    commit = data.get("commit_info") or {}
+    if commit.get("id"):  # pytest-benchmark records the run's commit and time
+        source.update(measured_git_commit=commit["id"], measured_git_dirty=commit.get("dirty"))
+    if data.get("datetime"):
+        source["measured_at"] = data["datetime"]
+    return source
 
 
 def bench_medians(bench: dict) -> dict[str, float]:
@@ -88,15 +80,18 @@ def main() -> None:
     parser.add_argument("file")
     parser.add_argument("--command", required=True, help="the command that produced FILE")
     parser.add_argument("--prefix", default="fashion_unseen", help="eval: key prefix (e.g. mnist_cross_domain)")
+    parser.add_argument("--summary-json", default=str(SUMMARY), help="where to write (default: %(default)s)")
     args = parser.parse_args()
     data = json.loads(open(args.file).read())
     if args.kind == "eval":
-        entries = eval_figures(data, args.command, args.prefix)
+        entries = eval_entries(data, args.command, args.prefix)
     else:
         entries = {"predict": predict_figures, "train": train_figures}[args.kind](data, args.command)
-    merge_summary(entries)
+    source = transcribed_from(args.file, data)
+    entries = merge_summary({name: {**e, "transcribed_from": source} for name, e in entries.items()},
+                            args.summary_json)
     for name, e in entries.items():
-        print(f"{name}: {e['value']:.3f} vs {e['vs']} {e['vs_value']:.3f}")
+        print(f"{name}: {e['value']:.3f} vs {e['vs']} {e['vs_value']:.3f} (transcribed from {source['file']})")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Soak test of crash-safe resume: SIGKILL a small meta-training run (real Fashion-MNIST, a tiny PudNet) at
 random moments — anywhere, or while a checkpoint is being written — resume it after every kill, and compare
-every state it leaves behind with an uninterrupted run's, bit for bit. Records ``resume_soak`` in
+every state it leaves behind with an uninterrupted run's, bit for bit. ``--record`` writes ``resume_soak`` into
 benchmarks/results/summary.json.
 
-    ~/.cache/pudnet/venv/bin/python benchmarks/soak_resume.py [--kills 20] [--steps 100] [--seed 0] [--no-record]
+    ~/.cache/pudnet/venv/bin/python benchmarks/soak_resume.py [--kills 20] [--steps 100] [--seed 0] [--record]
 
 A resumed run counts as bit-identical when the next state found on disk (after the next kill, or at the end)
 equals the uninterrupted run's state of the same step in every tensor (model, optimizer, RNG) and the final
@@ -38,7 +38,7 @@ def worker(out: str, steps: int, resume: bool, snapshots: str | None) -> None:
     import numpy as np
 
     from pudnet.data import datasets
-    from pudnet.model.pudnet import PudNetConfig
+    from pudnet.model.config import PudNetConfig
     from pudnet.train import TRAIN_STATE, TrainConfig, Trainer, train
 
     store = datasets.fashion_mnist("train")
@@ -85,9 +85,9 @@ def kill(process: subprocess.Popen, folder: Path, rng: random.Random, window_s: 
 
 def state_of(path: Path) -> tuple[int, dict]:
     """The step and tensors of a checkpoint file (:class:`pudnet.checkpoint.CheckpointError` if unreadable)."""
-    from pudnet.checkpoint import read_checkpoint
+    from pudnet.model.pudnet import PudNet
 
-    state = read_checkpoint(path)
+    state = PudNet.read_checkpoint(path)
     return state.extra["step"], {**state.model, **{f"training/{k}": v for k, v in state.training.items()}}
 
 
@@ -170,7 +170,8 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-record", action="store_true", help="print the figures, do not record them")
+    parser.add_argument("--record", action="store_true", help="write the figures to benchmarks/results/summary.json")
+    parser.add_argument("--no-record", action="store_true", help="the default: print the figures only")
     parser.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--snapshots", help=argparse.SUPPRESS)
@@ -181,12 +182,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pudnet-soak-") as work:
         result = soak(args.kills, args.steps, args.seed, Path(work))
     print(json.dumps(result, indent=1))
-    if not args.no_record:
+    if args.record and not args.no_record:
         from pudnet.report import record_figure
 
         record_figure(
             "resume_soak", result["kills"], "SIGKILLs", "resumed runs bit-identical to an uninterrupted run",
-            result["identical"], f"{COMMAND} --kills {args.kills} --steps {args.steps} --seed {args.seed}",
+            result["identical"], f"{COMMAND} --kills {args.kills} --steps {args.steps} --seed {args.seed} --record",
             **{k: v for k, v in result.items() if k not in ("kills", "identical")},
         )
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from pudnet.data import datasets
-from pudnet.model.pudnet import PudNetConfig
+from pudnet.model.config import PudNetConfig
 from pudnet.train import TrainConfig, train
 
 MODEL = PudNetConfig(embedding_dim=16, generator_hidden=4, sketch_width=4, sketch_dim=8,

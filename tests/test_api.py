@@ -6,7 +6,6 @@ import torch
 from safetensors.torch import load_file
 
 import pudnet
-from pudnet.checkpoint import save_checkpoint
 from pudnet.cli import main
 from pudnet.evaluate import EvalConfig, Evaluator, mean_ci
 
@@ -18,7 +17,7 @@ TINY = pudnet.PudNetConfig(embedding_dim=16, generator_hidden=4, sketch_width=4,
 def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     torch.manual_seed(0)
-    save_checkpoint(pudnet.PudNet(TINY), path)
+    pudnet.PudNet(TINY).save_pretrained(path)
     return path
 
 

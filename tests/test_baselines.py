@@ -136,7 +136,8 @@ def test_shipped_weights_load_and_beat_the_floor_on_training_classes(fashion_tra
 
 def test_baselines_plug_into_the_evaluator(small_fashion, fashion_test):
     """Evaluator.run(net, baselines=...) scores them with accuracy_with on the same groups."""
-    from pudnet.model.pudnet import PudNet, PudNetConfig
+    from pudnet.model.config import PudNetConfig
+    from pudnet.model.pudnet import PudNet
 
     net = PudNet(PudNetConfig()).eval()
     config = EvalConfig(groups=1, sketch=20, query=10, spread_datasets=2)

@@ -6,7 +6,6 @@ import torch
 from safetensors.torch import load_file
 
 import pudnet
-from pudnet.checkpoint import save_checkpoint
 from pudnet.cli import USAGE, main
 from pudnet.model import pudnet as pudnet_module
 from pudnet.model.pudnet import _at_most, _evenly_filled
@@ -87,7 +86,7 @@ def test_the_subset_keeps_every_labelled_position_then_spaces_the_rest():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(pudnet.PudNet(MODEL), path)
+    pudnet.PudNet(MODEL).save_pretrained(path)
     return path
 
 

@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 
 import pudnet
-from pudnet.checkpoint import save_checkpoint
 from pudnet.cli import DATA, INTERNAL, USAGE, main
 from test_train import MODEL
 
@@ -14,7 +13,7 @@ from test_train import MODEL
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "refining.safetensors"
-    save_checkpoint(pudnet.PudNet(pudnet.PudNetConfig(**{**MODEL.to_dict(), "refine_steps": 2})), path)
+    pudnet.PudNet(pudnet.PudNetConfig(**{**MODEL.to_dict(), "refine_steps": 2})).save_pretrained(path)
     return path
 
 

@@ -8,8 +8,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from pudnet.checkpoint import CheckpointError, expected_state, load_checkpoint
-from pudnet.model.pudnet import FLOAT_BOUNDS, INT_BOUNDS, PudNetConfig
+from pudnet.checkpoint import CheckpointError
+from pudnet.model.config import FLOAT_BOUNDS, INT_BOUNDS, PudNetConfig
+from pudnet.model.pudnet import PudNet
+from pudnet.model.serialise import expected_state
 from pudnet.pretrained import path_of
 
 SHIPPED = path_of("fashion-convnet3")
@@ -63,7 +65,7 @@ def test_every_single_field_edit_of_the_shipped_config_ends_in_a_clear_error_or_
         save_file(tensors, path, metadata={**metadata, "config": json.dumps(edited(config, key, value))})
         began = time.perf_counter()
         try:
-            net, _ = load_checkpoint(path)
+            net = PudNet.from_pretrained(path)
             module = net.predict(images, support=support)
             assert torch.isfinite(module(images.tensor()[:4])).all()
             outcomes["normal"] += 1
@@ -90,7 +92,7 @@ def test_malformed_metadata_is_a_checkpoint_error_naming_the_file(tmp_path):
             del meta["config"]
         save_file(tensors, path, metadata=meta)
         with pytest.raises(CheckpointError, match=str(path)):
-            load_checkpoint(path)
+            PudNet.from_pretrained(path)
 
 
 def test_config_fields_are_range_and_type_checked():
@@ -113,5 +115,5 @@ def test_a_config_too_large_in_total_is_refused_without_allocating():
                           num_train_classes=100_000)
     began = time.perf_counter()
     with pytest.raises(CheckpointError, match="parameters"):
-        expected_state(config)
+        expected_state(PudNet, config)
     assert time.perf_counter() - began < SECONDS

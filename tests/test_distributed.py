@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pudnet.checkpoint import load_checkpoint
 from pudnet.distributed import World
+from pudnet.model.pudnet import PudNet
 from pudnet.train import BEST, CHECKPOINT, METRICS, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,7 +28,8 @@ def run_two_ranks(out: Path) -> None:
 def test_two_processes_train_the_same_model_as_one(tmp_path, small_fashion):
     run_two_ranks(tmp_path / "ddp")
     single = train(MODEL, CONFIG, tmp_path / "single", store=small_fashion, progress=False)
-    together, extra = load_checkpoint(tmp_path / "ddp" / CHECKPOINT)
+    state = PudNet.read_checkpoint(tmp_path / "ddp" / CHECKPOINT)
+    together, extra = PudNet.from_checkpoint(state), state.extra
     assert extra["step"] == CONFIG.steps and extra["world_size"] == 2
     for (name, a), b in zip(single.state_dict().items(), together.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)

@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 import pudnet
-from pudnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pudnet.checkpoint import CheckpointError
 from pudnet.cli import main
-from pudnet.model.pudnet import NonFiniteError, PudNet
+from pudnet.model.pudnet import PudNet
+from pudnet.ops import NonFiniteError
 from pudnet.train import TRAIN_STATE, TrainConfig, Trainer, TrainingDiverged
 from test_train import CONFIG, MODEL
 
@@ -48,19 +49,19 @@ def test_non_finite_checkpoints_are_neither_written_nor_loaded(tmp_path):
     net = PudNet(MODEL)
     poison(net)
     with pytest.raises(NonFiniteError, match="'embed.weight'"):
-        save_checkpoint(net, tmp_path / "c.safetensors")
+        net.save_pretrained(tmp_path / "c.safetensors")
     assert not list(tmp_path.iterdir())
     meta = {"format": "pudnet-checkpoint-v1", "config": json.dumps(net.config.to_dict())}
     save_file(dict(net.state_dict()), tmp_path / "c.safetensors", metadata=meta)  # written by something else
     with pytest.raises(CheckpointError, match="c.safetensors.*'embed.weight' holds NaN"):
-        load_checkpoint(tmp_path / "c.safetensors")
+        PudNet.from_pretrained(tmp_path / "c.safetensors")
 
 
 def test_predict_from_a_diverged_checkpoint_fails_and_writes_nothing(tmp_path, capsys, small_fashion, monkeypatch):
     net = PudNet(MODEL)
     with torch.no_grad():
         net.embed.weight.fill_(3e38)  # finite weights whose predictions overflow
-    save_checkpoint(net, tmp_path / "diverged.safetensors")
+    net.save_pretrained(tmp_path / "diverged.safetensors")
     monkeypatch.setattr("pudnet.data.datasets.fashion_mnist", lambda split, root=None: small_fashion)
     out = tmp_path / "weights.safetensors"
     code = main(["predict", "--checkpoint", str(tmp_path / "diverged.safetensors"), "--classes", "6,7",

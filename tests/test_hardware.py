@@ -53,7 +53,8 @@ def test_devices_are_checked():
 
 def test_training_and_prediction_follow_the_decision(cpu_with, small_fashion, tmp_path):
     """On a CPU without native bf16 nothing runs under autocast: training and prediction are float32."""
-    from pudnet.model.pudnet import PudNet, PudNetConfig
+    from pudnet.model.config import PudNetConfig
+    from pudnet.model.pudnet import PudNet
     from pudnet.train import TrainConfig, Trainer
 
     cpu_with()

@@ -4,7 +4,8 @@ import torch
 from pudnet.data.episodes import EpisodeStream
 from pudnet.data.sampler import EpisodeSpec
 from pudnet.model.losses import meta_batch_losses
-from pudnet.model.pudnet import PudNet, PudNetConfig
+from pudnet.model.config import PudNetConfig
+from pudnet.model.pudnet import PudNet
 
 SPEC = EpisodeSpec(ways=3, sketch=8, support=3, query=4)
 
@@ -175,10 +176,7 @@ def test_presets_name_the_paper_and_the_shipped_configuration():
     assert PudNetConfig.preset("residual-prototypes").weight_mode == "residual"
     shipped = PudNetConfig.preset("frozen-base-prototypes")
     assert shipped.weight_mode == "frozen_base" and shipped.sketch_support
-    from pudnet.checkpoint import load_checkpoint
-    from pudnet.pretrained import path_of
-
-    net, _ = load_checkpoint(path_of("fashion-convnet3"))
+    net = PudNet.from_pretrained("fashion-convnet3")
     assert net.config == PudNetConfig.preset("frozen-base-prototypes-refined", num_train_classes=24)
     assert net.config.refine_steps == 10 and net.config.refinement.last == 3
     with pytest.raises(ValueError, match="unknown PudNet preset"):

@@ -62,7 +62,8 @@ def configs(draw):
     return labels, pool, spec, seed, index, query_labels
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("PUDNET_FUZZ_CASES", "400")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(configs())
 def test_native_equals_reference_over_random_configs(config):
     labels, pool, spec, seed, index, query_labels = config

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from pudnet.baselines.common import params_from_module
-from pudnet.checkpoint import load_checkpoint, save_checkpoint
 from pudnet.data.episodes import EpisodeStream
 from pudnet.data.sampler import EpisodeSpec
 from pudnet.evaluate import refined_baseline
@@ -85,8 +84,8 @@ def test_a_refining_pudnet_needs_labels_refines_its_prediction_and_keeps_it_in_c
         net.predict(data)
     module = net.predict(data, support=data.labelled(per_class=4))
     assert module(data.tensor()[:5]).shape == (5, net.target.feature_dim)
-    save_checkpoint(net, tmp_path / "refining.safetensors")
-    loaded, _ = load_checkpoint(tmp_path / "refining.safetensors")
+    net.save_pretrained(tmp_path / "refining.safetensors")
+    loaded = type(net).from_pretrained(tmp_path / "refining.safetensors")
     assert loaded.config.refinement == net.config.refinement
 
 

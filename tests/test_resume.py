@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pudnet.checkpoint import CheckpointError, atomic_save, read_checkpoint
-from pudnet.model.pudnet import PudNet, PudNetConfig
+from pudnet.checkpoint import CheckpointError, atomic_save
+from pudnet.model.config import PudNetConfig
+from pudnet.model.pudnet import PudNet
 from pudnet.train import BEST, CHECKPOINT, METRICS, TRAIN_STATE, TrainConfig, Trainer, train
 from test_train import CONFIG, MODEL
 
@@ -21,7 +22,7 @@ def run(folder, steps, store, resume=False, model=MODEL):
 
 
 def contents(path) -> dict[str, torch.Tensor]:
-    state = read_checkpoint(path)
+    state = PudNet.read_checkpoint(path)
     return {**state.model, **{f"training/{k}": v for k, v in state.training.items()}}
 
 
@@ -43,7 +44,7 @@ def test_resume_is_bit_identical_with_optimizer_and_rng(straight, tmp_path, smal
     run(tmp_path, 2, small_fashion)
     run(tmp_path, 4, small_fashion, resume=True)
     assert_same_files(straight, tmp_path)
-    state = read_checkpoint(tmp_path / TRAIN_STATE)
+    state = PudNet.read_checkpoint(tmp_path / TRAIN_STATE)
     assert state.extra["step"] == 4 and "rng/torch" in state.training
     assert any(k.startswith("optimizer/") for k in state.training)
 
@@ -56,7 +57,7 @@ def test_a_model_file_left_behind_by_a_kill_between_the_writes_cannot_change_the
     shutil.copy(tmp_path / "older" / CHECKPOINT, tmp_path / "run" / CHECKPOINT)
     run(tmp_path / "run", 4, small_fashion, resume=True)
     assert_same_files(straight, tmp_path / "run")
-    assert read_checkpoint(tmp_path / "run" / CHECKPOINT).extra["step"] == 4
+    assert PudNet.read_checkpoint(tmp_path / "run" / CHECKPOINT).extra["step"] == 4
 
 
 def test_resume_refuses_missing_incomplete_or_foreign_training_states(tmp_path, small_fashion):

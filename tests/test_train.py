@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from pudnet.model.pudnet import PudNetConfig
-from pudnet.checkpoint import load_checkpoint
+from pudnet.model.config import PudNetConfig
+from pudnet.model.pudnet import PudNet
 from pudnet.train import (
     BEST, CHECKPOINT, METRICS, TrainConfig, Trainer, TrainingDiverged, Validator, holdout_split,
     parameter_groups, train,
@@ -34,8 +34,6 @@ def test_resume_continues_exactly(tmp_path, small_fashion):
 
 
 def test_nan_loss_stops_with_the_step(tmp_path, small_fashion):
-    from pudnet.model.pudnet import PudNet
-
     trainer = Trainer(PudNet(MODEL), TrainConfig(steps=3, **CONFIG), tmp_path, small_fashion)
     trainer.train_step()
     with torch.no_grad():
@@ -58,7 +56,7 @@ def test_validation_uses_held_out_images_and_keeps_the_best(tmp_path, small_fash
     validations = [r for r in records if "val_accuracy" in r]
     assert [r["step"] for r in validations] == [1, 2]
     assert all(0 <= r["val_accuracy"] <= 100 for r in validations)
-    _, extra = load_checkpoint(tmp_path / BEST)
+    extra = PudNet.read_checkpoint(tmp_path / BEST).extra
     assert extra["validation"]["val_accuracy"] == max(r["val_accuracy"] for r in validations)
 
 
@@ -95,8 +93,6 @@ def test_rotated_class_validation_refuses_rotated_training_classes():
 
 
 def test_base_learns_at_its_own_rate():
-    from pudnet.model.pudnet import PudNet
-
     net = PudNet(PudNetConfig(**{**MODEL.to_dict(), "weight_mode": "residual"}))
     groups = parameter_groups(net, TrainConfig(lr=1e-3, base_lr_scale=0.1, **CONFIG))
     assert [g.get("lr") for g in groups] == [None, pytest.approx(1e-4)]

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from pudnet.baselines import shipped_path
 from pudnet.baselines.common import load_baseline
-from pudnet.checkpoint import load_checkpoint
 from pudnet.data import datasets
 from pudnet.evaluate import accuracy_with, mean_ci
-from pudnet.model.losses import centroids, cosine_logits
+from pudnet.model.pudnet import PudNet
 from pudnet.model.refine import refinement_loss
+from pudnet.ops import centroids, cosine_logits
 from pudnet.targets import make_target
 from pudnet.train import TrainConfig, Validator, holdout_split
 
@@ -82,7 +82,7 @@ def main():
     evaluator = Validator(sketch, query, config).evaluator
     target = make_target("convnet3", in_channels=1, image_size=28)
     pretrained, _ = load_baseline(shipped_path("pretrained", target), target)
-    net = load_checkpoint(args.checkpoint)[0] if args.checkpoint else None
+    net = PudNet.from_pretrained(args.checkpoint) if args.checkpoint else None
     variants = {text: parse_variant(text) for text in args.variants.split(",")}
     only = tuple(o for o in args.only.split(",") if o)
     scores = {"none": []} | {text: [] for text in variants}

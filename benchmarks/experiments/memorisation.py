@@ -16,11 +16,11 @@ from dataclasses import replace
 
 import torch
 
-from pudnet.checkpoint import load_checkpoint
 from pudnet.data import datasets
 from pudnet.data.store import with_rotated_classes
 from pudnet.model.losses import metric_logits
-from pudnet.model.pudnet import PudNet, PudNetConfig
+from pudnet.model.config import PudNetConfig
+from pudnet.model.pudnet import PudNet
 from pudnet.train import TrainConfig, holdout_split, load_base, task_stream
 
 BASE = "python/pudnet/baselines/weights/pretrained-convnet3.safetensors"
@@ -40,7 +40,7 @@ for pool in ("classes", "transformed"):
                       else (kept, config.train_classes))
     streams[pool] = task_stream(store, replace(config, train_classes=classes))
 
-models = [(path, *load_checkpoint(path)) for path in args.checkpoints]
+models = [(path, PudNet.from_pretrained(path), PudNet.read_checkpoint(path).extra) for path in args.checkpoints]
 if args.start:
     torch.manual_seed(0)
     start = PudNet(PudNetConfig.preset("frozen-base-prototypes", loss="metric"))

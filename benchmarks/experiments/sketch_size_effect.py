@@ -6,9 +6,9 @@ import argparse
 
 import torch
 
-from pudnet.checkpoint import load_checkpoint
 from pudnet.data import datasets
 from pudnet.evaluate import EvalConfig, Evaluator, accuracy_with, mean_ci
+from pudnet.model.pudnet import PudNet
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("checkpoint")
@@ -16,7 +16,7 @@ parser.add_argument("--groups", type=int, default=60)
 parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
-net, _ = load_checkpoint(args.checkpoint)
+net = PudNet.from_pretrained(args.checkpoint)
 evaluator = Evaluator(datasets.fashion_mnist("train"), datasets.fashion_mnist("test"), EvalConfig(groups=args.groups))
 scores = {0: [], 200: []}
 for g in range(args.groups):

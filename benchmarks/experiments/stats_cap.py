@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 import pudnet
-from pudnet.model.losses import centroids, cosine_logits
 from pudnet.model.pudnet import STATS_IMAGES
+from pudnet.ops import centroids, cosine_logits
 
 torch.set_num_threads(2)
 net = pudnet.PudNet.from_pretrained("fashion-convnet3")

@@ -12,8 +12,8 @@ import torch
 
 from pudnet.baselines import FixedBaseline, load_baselines
 from pudnet.baselines.common import load_baseline
-from pudnet.checkpoint import load_checkpoint
 from pudnet.data import datasets
+from pudnet.model.pudnet import PudNet
 from pudnet.train import TrainConfig, Validator, holdout_split
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +29,8 @@ config = TrainConfig(validate_every=1, validation_groups=args.groups, validation
 _, sketch, query = holdout_split(datasets.fashion_mnist("train"), config.train_classes, config.validation_fraction)
 evaluator = Validator(sketch, query, config).evaluator
 for i, path in enumerate(args.checkpoints):
-    net, extra = load_checkpoint(path)
+    state = PudNet.read_checkpoint(path)
+    net, extra = PudNet.from_checkpoint(state), state.extra
     baselines = None
     if i == 0:
         baselines = load_baselines(net.target)

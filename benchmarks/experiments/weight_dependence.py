@@ -7,8 +7,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from pudnet.checkpoint import load_checkpoint
 from pudnet.data import datasets
+from pudnet.model.pudnet import PudNet
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("checkpoint")
@@ -26,7 +26,7 @@ def dataset(classes, per_class=100, labelled=10):
     return torch.cat(images), torch.cat(labels)
 
 
-net, _ = load_checkpoint(args.checkpoint)
+net = PudNet.from_pretrained(args.checkpoint)
 a, b = (net.predict_weights(*dataset(classes), bf16=False) for classes in ([6, 7, 8, 9], [0, 1, 2, 3]))
 for spec in net.specs:
     x, y = a[spec.name], b[spec.name]

@@ -6,7 +6,7 @@ and the rest of the config are unchanged.
 import argparse
 from dataclasses import replace
 
-from pudnet.checkpoint import load_checkpoint, save_checkpoint
+from pudnet.model.pudnet import PudNet
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("checkpoint")
@@ -16,8 +16,9 @@ parser.add_argument("--lr", type=float, default=0.2)
 parser.add_argument("--last", type=int, default=3)
 parser.add_argument("--pseudo", type=float, default=1.0)
 args = parser.parse_args()
-net, extra = load_checkpoint(args.checkpoint)
+state = PudNet.read_checkpoint(args.checkpoint)
+net = PudNet.from_checkpoint(state)
 net.config = replace(net.config, refine_steps=args.steps, refine_lr=args.lr, refine_last=args.last,
                      refine_pseudo=args.pseudo)
-save_checkpoint(net, args.out, **extra)
+net.save_pretrained(args.out, **state.extra)
 print(f"{args.checkpoint} -> {args.out}: refinement {net.config.refinement}")

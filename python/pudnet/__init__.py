@@ -12,7 +12,8 @@ from .checkpoint import CheckpointError
 from .classifier import CentroidClassifier
 from .data.sampler import TooFewImagesError
 from .data.store import DataError, ImageStore
-from .model.pudnet import PudNet, PudNetConfig
+from .model.config import PudNetConfig
+from .model.pudnet import PudNet
 from .pretrained import available as pretrained_names
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from . import hardware
-from .model.pudnet import PudNet, PudNetConfig
+from .model.config import PudNetConfig
+from .model.pudnet import PudNet
 
 SHIPPED = "fashion-convnet3"
 # the shipped checkpoint's architecture for ResNet-18 (no ResNet-18 checkpoint ships yet: latency and
@@ -110,21 +111,22 @@ def _latency_entries(target: str, what: str, ms: dict[str, float], precision: st
 
     threads, command = torch.get_num_threads(), command_line()
     unit = f"ms, median, 400-image dataset, {threads} threads, precision {precision}, {what}"
+    timed = {"checkpoint": SHIPPED} if target == "convnet3" else {}  # report.merge_summary hashes it
     entries = {
         f"predict_latency.{target}.weights_ms": figure(
             ms["weights"], f"{unit}, hypernetwork forward", "target", LATENCY_TARGET_MS[(target, "weights")],
-            command),
+            command, **timed),
         f"predict_latency.{target}.weights_default_vs_fp32_ms": figure(
             ms["weights"], f"{unit}, hypernetwork forward, default precision", "float32", ms["weights fp32"],
-            command),
+            command, **timed),
         f"predict_latency.{target}.module_ms": figure(
             ms["ready module"], f"{unit}, weights + refinement (if the checkpoint refines) + BatchNorm "
-            "statistics + nn.Module", "target", LATENCY_TARGET_MS[(target, "module")], command),
+            "statistics + nn.Module", "target", LATENCY_TARGET_MS[(target, "module")], command, **timed),
     }
     if "weights bf16" in ms:
         entries[f"predict_latency.{target}.weights_bf16_vs_fp32_ms"] = figure(
             ms["weights bf16"], f"{unit}, hypernetwork forward in bf16 (native here)", "float32",
-            ms["weights fp32"], command)
+            ms["weights fp32"], command, **timed)
     return entries
 
 

@@ -258,11 +258,14 @@ def run_kernel_bench(targets=TARGETS, batches=BATCHES, cpu_reps: int = 5, gpu: b
     ResNets' unrolled loops) are skipped, with the reason recorded.
     """
     if not torch.cuda.is_available() and not interpreter_ready():
-        # triton was imported without the interpreter (e.g. through torchvision): run in a fresh process
-        return _run_in_child(dict(targets=list(targets), batches=list(batches), cpu_reps=cpu_reps, gpu=gpu,
-                                  compile_eager=compile_eager, counts_only=counts_only, command=command,
-                                  summary_json=str(summary_json) if summary_json else None, verbose=verbose,
-                                  budget_s=budget_s))
+        # triton was imported without the interpreter (e.g. through torchvision): run in a fresh process,
+        # recorded here (the provenance, argv included, is this process's)
+        result = _run_in_child(dict(targets=list(targets), batches=list(batches), cpu_reps=cpu_reps, gpu=gpu,
+                                    compile_eager=compile_eager, counts_only=counts_only, command=command,
+                                    summary_json=None, verbose=verbose, budget_s=budget_s))
+        if summary_json:
+            merge_summary(summary_json, summary_entries(result, command))
+        return result
     _prepare_kernels()
     import triton
 
@@ -387,8 +390,9 @@ def _run_in_child(kwargs: dict) -> dict:
 
 
 def summary_entries(result: dict, command: str = "pudnet bench kernels") -> dict:
-    """``{name: {value, unit, vs, vs_value, ratio, command, date, machine}}`` for summary.json."""
-    common = {"command": command, "date": result["date"], "machine": result["machine"]}
+    """``{name: {value, unit, vs, vs_value, ratio, command, machine}}`` for summary.json (``merge_summary``
+    adds the provenance)."""
+    common = {"command": command, "machine": result["machine"]}
     out = {}
     for target, counts in result["launches"].items():
         for op, c in counts.items():

@@ -1,27 +1,20 @@
-"""Checkpoints: safetensors tensors plus JSON metadata, written atomically, loaded without pickle."""
+"""Checkpoint IO that knows no model: safetensors files written atomically and read without pickle, and the
+check that a file's tensors match the state a model expects. PudNet's own format (config, training state)
+is :mod:`pudnet.model.serialise`; the baselines' is :mod:`pudnet.baselines.common`."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .hardware import resolve_device
-from .model.pudnet import NonFiniteError, PudNet, PudNetConfig, check_finite
-
-FORMAT = "pudnet-checkpoint-v1"
-TRAINING = "training/"  # prefix of the optimizer / RNG tensors a training state adds to the model's
-MAX_PARAMETERS = 2_000_000_000  # numbers in a PudNet's state (8 GB of float32): a hostile config stops here
-
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, not safetensors, not PudNet's, or of another architecture."""
+    """A checkpoint is missing, not safetensors, not of the format asked for, or of another architecture."""
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
@@ -64,96 +57,8 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     return tensors, metadata
 
 
-def save_checkpoint(net: PudNet, path: str | os.PathLike, training: dict[str, torch.Tensor] | None = None,
-                    **extra: object) -> None:
-    """Write ``net`` (plus, for a training state, the ``training`` tensors under :data:`TRAINING`) and the JSON
-    ``extra`` metadata as one file, atomically; refuses with :class:`NonFiniteError` a NaN or infinite tensor."""
-    tensors = {**net.state_dict(), **{TRAINING + k: v for k, v in (training or {}).items()}}
-    check_finite(tensors, f"{path}: not saved")
-    metadata = {"format": FORMAT, "config": json.dumps(net.config.to_dict())}
-    metadata.update({k: json.dumps(v) for k, v in extra.items()})
-    atomic_save(tensors, path, metadata)
-
-
-@dataclass
-class Checkpoint:
-    """A checkpoint file's contents, validated: the model's tensors, a training state's extra tensors (without
-    the :data:`TRAINING` prefix; empty for a plain model file) and the extra metadata."""
-
-    config: PudNetConfig
-    model: dict[str, torch.Tensor]
-    training: dict[str, torch.Tensor]
-    extra: dict
-
-
-def read_checkpoint(path: str | os.PathLike, target: str | None = None) -> Checkpoint:
-    """The validated contents of the checkpoint at ``path`` (``target`` checks the architecture); no model is
-    built, and nothing but the file's own tensors is allocated."""
-    tensors, metadata = read_safetensors(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a PudNet checkpoint (format {metadata.get('format')!r})")
-    config = _config_of(path, metadata)
-    if target is not None and config.target != target:
-        raise CheckpointError(
-            f"{path}: a checkpoint for target {config.target!r}, but {target!r} was asked for"
-        )
-    model = {k: v for k, v in tensors.items() if not k.startswith(TRAINING)}
-    training = {k[len(TRAINING):]: v for k, v in tensors.items() if k.startswith(TRAINING)}
-    check_state(expected_state(config, path), model, str(path))
-    try:
-        check_finite(model, str(path))
-    except NonFiniteError as e:
-        raise CheckpointError(str(e)) from None
-    return Checkpoint(config, model, training, _extra_of(path, metadata))
-
-
-def load_checkpoint(path: str | os.PathLike, target: str | None = None, device: str | torch.device = "cpu"
-                    ) -> tuple[PudNet, dict]:
-    """The PudNet stored at ``path`` (and its extra metadata), moved to ``device`` (:func:`resolve_device`);
-    ``target`` checks the architecture."""
-    device = resolve_device(device)
-    checkpoint = read_checkpoint(path, target)
-    net = PudNet(checkpoint.config)
-    net.load_state_dict(checkpoint.model, strict=True)
-    net.to(device)
-    return net.eval(), checkpoint.extra
-
-
-def _config_of(path: str | os.PathLike, metadata: dict[str, str]) -> PudNetConfig:
-    try:
-        data = json.loads(metadata["config"])
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        return PudNetConfig.from_dict(data)
-    except KeyError:
-        raise CheckpointError(f"{path}: the checkpoint has no PudNet config") from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: invalid PudNet config in the checkpoint: {e}") from None
-
-
-def _extra_of(path: str | os.PathLike, metadata: dict[str, str]) -> dict:
-    extra = {}
-    for key, text in metadata.items():
-        if key in ("format", "config"):
-            continue
-        try:
-            extra[key] = json.loads(text)
-        except ValueError:
-            raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON") from None
-    return extra
-
-
-def expected_state(config: PudNetConfig, path: str | os.PathLike = "<config>") -> dict[str, torch.Tensor]:
-    """The state dict a PudNet of ``config`` has, as shapes only (meta tensors: no memory is allocated)."""
-    with torch.device("meta"):
-        state = PudNet(config).state_dict()
-    numbers = sum(t.numel() for t in state.values())
-    if numbers > MAX_PARAMETERS:
-        raise CheckpointError(f"{path}: the config asks for {numbers:,} parameters (at most {MAX_PARAMETERS:,})")
-    return state
-
-
 def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
+    """A :class:`CheckpointError` at ``where`` unless ``found`` has exactly the names and shapes of ``expected``."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = [k for k in expected if k in found and expected[k].shape != found[k].shape]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.store import ImageStore
-from .model.losses import centroids, cosine_logits
+from .ops import centroids, cosine_logits
 
 
 class CentroidClassifier(nn.Module):

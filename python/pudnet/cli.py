@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", default="paper",
         help="named PudNet configuration: paper (default), residual-prototypes, frozen-base-prototypes, "
         "frozen-base-prototypes-refined (the shipped one: predictions refined on the dataset; "
-        "see pudnet.model.pudnet.PRESETS)",
+        "see pudnet.model.config.PRESETS)",
     )
     train.add_argument(
         "--model", default="{}", metavar="JSON",
@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=non_negative_int, default=20241)
     evaluate.add_argument("--json", metavar="FILE", type=output_file, help="also write the full results as JSON")
+    evaluate.add_argument("--record", action="store_true",
+                          help="write the headline figures to benchmarks/results/summary.json (keys "
+                          "fashion_unseen.* / mnist_cross_domain.*, with the checkpoint's sha256)")
     evaluate.add_argument(
         "--no-baselines", action="store_true",
         help="skip the shipped pretrained / ProtoNet baselines (scored on the same groups by default)",
@@ -314,7 +317,7 @@ def _load_data(args):
 
 def cmd_train(args) -> None:
     from .data import datasets
-    from .model.pudnet import PudNetConfig
+    from .model.config import PudNetConfig
     from .train import TrainConfig, check_task_pool, train
 
     try:
@@ -385,6 +388,12 @@ def cmd_eval(args) -> None:
     print(format_report(result, LABELS))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.record:
+        from .report import EVAL_PREFIX, eval_entries, merge_summary
+
+        command = "pudnet " + " ".join(sys.argv[1:])
+        merge_summary(eval_entries(result, command, EVAL_PREFIX[args.domain], classes=classes, seed=args.seed),
+                      checkpoint=args.checkpoint)
 
 
 def _evaluator(args, net):
@@ -409,9 +418,9 @@ def _check_frontier_options(args) -> None:
                      if getattr(args, name) is not None]
     if not args.frontier and frontier_only:
         raise UsageError(f"--{frontier_only[0].replace('_', '-')} needs --frontier")
-    if args.frontier and (args.json or args.no_baselines):
+    if args.frontier and (args.json or args.no_baselines or args.record):
         raise UsageError("--frontier writes frontier.json into --frontier-out and needs the baselines: "
-                         "drop --json / --no-baselines")
+                         "drop --json / --no-baselines / --record")
 
 
 def _frontier(args, net, evaluator) -> None:
@@ -452,7 +461,10 @@ def cmd_bench(args) -> None:
     if args.what == "kernels":
         from .bench_kernels import TARGETS, run_kernel_bench
 
-        run_kernel_bench(targets=targets or TARGETS, summary_json=args.summary_json)
+        from .report import SUMMARY
+
+        run_kernel_bench(targets=targets or TARGETS,
+                         summary_json=args.summary_json or (SUMMARY if args.record else None))
         return
     from . import bench
 

@@ -22,9 +22,9 @@ from . import hardware
 from .data.episodes import EpisodeStream, TaskBatch
 from .data.sampler import EpisodeSpec
 from .data.store import ImageStore
-from .model.losses import centroids, cosine_logits
 from .model.pudnet import PudNet
 from .model.refine import Refinement, refine
+from .ops import centroids, cosine_logits
 from .targets.base import Params, Stats, Target
 
 

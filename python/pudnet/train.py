@@ -16,9 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import distributed, hardware
-from .checkpoint import (
-    CheckpointError, Checkpoint, load_checkpoint, read_checkpoint, remove_stale_temporaries, save_checkpoint,
-)
+from .checkpoint import CheckpointError, remove_stale_temporaries
 from .data import datasets
 from .data.episodes import EpisodeStream
 from .evaluate import EvalConfig, Evaluator
@@ -27,7 +25,10 @@ from .data.sampler import class_members
 from .data.store import ImageStore, hold_out, with_rotated_classes
 from .data.task_pool import ANGLE_MARGIN, TransformedClassStream, excluded_angle
 from .model.losses import TaskResult, meta_batch_losses
-from .model.pudnet import NonFiniteError, PudNet, PudNetConfig, check_number
+from .model.config import PudNetConfig, check_number
+from .model.pudnet import PudNet
+from .model.serialise import Checkpoint
+from .ops import NonFiniteError
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"  # the checkpoint with the best validation accuracy so far
@@ -277,8 +278,8 @@ class Trainer:
         tensors, groups = optimizer_tensors(self.optimizer)
         training = {**{f"optimizer/{k}": v for k, v in tensors.items()}, "rng/torch": torch.get_rng_state()}
         try:
-            save_checkpoint(self.net, self.out_dir / TRAIN_STATE, training, param_groups=groups,
-                            grad_scaler=self.scaler.state_dict(), **self._step_metadata())
+            self.net.save_pretrained(self.out_dir / TRAIN_STATE, training, param_groups=groups,
+                                     grad_scaler=self.scaler.state_dict(), **self._step_metadata())
         except NonFiniteError as e:
             raise TrainingDiverged(f"{e} after step {self.step}; {self._last_finite()}") from None
         self.saved_step = self.step
@@ -288,7 +289,7 @@ class Trainer:
         return {"step": self.step, "train": asdict(self.config), "world_size": self.world.size}
 
     def _save_model_file(self) -> None:
-        save_checkpoint(self.net, self.out_dir / CHECKPOINT, **self._step_metadata())
+        self.net.save_pretrained(self.out_dir / CHECKPOINT, **self._step_metadata())
 
     def _last_finite(self) -> str:
         if self.saved_step is None:
@@ -312,7 +313,7 @@ class Trainer:
         """Continue from the training state in the run folder (a clear :class:`CheckpointError` if it is
         missing, incomplete or of another model); every rank reads it, rank 0 rewrites the derived files."""
         path = self.out_dir / TRAIN_STATE
-        state = read_checkpoint(path, self.net.config.target)
+        state = PudNet.read_checkpoint(path, self.net.config.target)
         if state.config != self.net.config:
             raise CheckpointError(f"{path}: the checkpoint's model config differs from the one asked for")
         self._restore(path, state)
@@ -321,7 +322,7 @@ class Trainer:
             self._save_model_file()
             forget_metrics_after(self.out_dir / METRICS, self.step)
         if (self.out_dir / BEST).exists():
-            _, best = load_checkpoint(self.out_dir / BEST)
+            best = PudNet.read_checkpoint(self.out_dir / BEST).extra
             self.best = best["validation"]["val_accuracy"]
 
     def _restore(self, path: Path, state: Checkpoint) -> None:
@@ -360,7 +361,7 @@ class Trainer:
         log.flush()
         if record["val_accuracy"] > self.best:
             self.best = record["val_accuracy"]
-            save_checkpoint(self.net, self.out_dir / BEST, step=self.step, validation=record)
+            self.net.save_pretrained(self.out_dir / BEST, step=self.step, validation=record)
 
     def run(self, progress: bool = True) -> None:
         config, main = self.config, self.world.is_main

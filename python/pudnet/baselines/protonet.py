@@ -24,7 +24,7 @@ from .. import hardware
 from ..data.episodes import EpisodeStream
 from ..data.sampler import EpisodeSpec
 from ..data.store import ImageStore
-from ..model.losses import centroids, cosine_logits
+from ..ops import centroids, cosine_logits
 from ..targets.base import Params, Target
 from .common import TRAIN_CLASSES, Validation, params_from_module, split_train_val
 

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.episodes import TaskBatch
-
-if TYPE_CHECKING:  # pudnet.py imports this module's centroid helpers (through refine.py)
-    from .pudnet import PudNet
-
-
-def centroids(features: Tensor, labels: Tensor, ways: int) -> Tensor:
-    """Mean feature of each class ``[ways, D]``."""
-    onehot = F.one_hot(labels, ways).to(features.dtype)
-    return (onehot.T @ features) / onehot.sum(0).unsqueeze(1)
-
-
-def cosine_logits(features: Tensor, centres: Tensor, tau: Tensor | float) -> Tensor:
-    return tau * F.normalize(features, dim=-1) @ F.normalize(centres, dim=-1).T
-
+from ..ops import centroids, cosine_logits
+from .pudnet import PudNet
 
 CONTRAST_MARGIN = 0.1
 

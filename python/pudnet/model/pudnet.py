@@ -1,9 +1,12 @@
-"""The PudNet hypernetwork: dataset sketch → embedding → AHRU over the target's layers → per-layer weights."""
+"""The PudNet hypernetwork: dataset sketch → embedding → AHRU over the target's layers → per-layer weights.
+
+Its configuration is :mod:`pudnet.model.config`, its checkpoint format :mod:`pudnet.model.serialise`.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import os
 
 import torch
 import torch.nn.functional as F
@@ -12,171 +15,21 @@ from tqdm.auto import tqdm
 
 from .. import hardware
 from ..data.store import ImageStore
+from ..ops import check_finite
+from ..pretrained import path_of
 from ..targets import Target, make_target
 from ..targets.base import STATS_CHUNK, Params, Stats
-from . import hotpath
+from . import hotpath, serialise
+from .config import PudNetConfig
 from .generators import WeightGenerators
-from .refine import REFINE_IMAGES, Refinement, refine
+from .refine import REFINE_IMAGES, refine
+from .serialise import Checkpoint
 from .sketch import SketchEncoder
-
-WEIGHT_MODES = ("paper", "residual", "frozen_base")
-LOSSES = ("full", "metric", "no_kl")
-
-# Inclusive bounds of every numeric config field: far beyond any useful model, yet small enough that a hostile
-# checkpoint cannot ask for terabytes or hours before a tensor exists (the total size is checked at load too).
-INT_BOUNDS = {
-    "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "sketch_width": (1, 1024),
-    "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
-    "refine_last": (1, 1000), "num_train_classes": (1, 100_000),
-}
-FLOAT_BOUNDS = {
-    "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "whiten_shrinkage": (0.0, 1.0),
-    "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0), "contrast": (0.0, 100.0), "tau_init": (1e-3, 1e4),
-}
-BOOL_FIELDS = ("use_ahru", "sketch_support", "whiten", "learn_tau")
-TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
-OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
-
 
 STATS_IMAGES = 4096
 """A prediction takes its dataset's BatchNorm statistics from at most this many images (``_at_most``): beyond
 it their sampling error is far below what the predictions can tell apart, while each further image costs
 time, about (BatchNorm layers + 1)/2 forward passes in the streamed rule (:meth:`Target.dataset_stats`)."""
-
-
-class NonFiniteError(ValueError):
-    """A parameter set holds NaN or infinite values."""
-
-
-def check_finite(tensors: dict[str, Tensor], what: str) -> None:
-    """Raise :class:`NonFiniteError` naming the first tensor of ``tensors`` with a NaN or infinite value."""
-    for name, value in tensors.items():
-        if value.is_floating_point() and not _all_finite(value):
-            raise NonFiniteError(f"{what}: tensor {name!r} holds NaN or infinite values")
-
-
-def _all_finite(value: Tensor) -> bool:
-    # A NaN or infinity makes the sum non-finite; a finite sum is ~7x cheaper than isfinite on CPU, and only
-    # an overflowing sum of finite values needs the exact test.
-    return bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all())
-
-
-def check_number(name: str, value: object, bounds: tuple[float, float], integer: bool) -> None:
-    """``value`` is an int (``integer``) or a real number within ``bounds``, else a ValueError naming ``name``."""
-    low, high = bounds
-    right_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not right_type or not low <= value <= high:  # NaN fails the comparison
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} in [{low:g}, {high:g}], got {value!r}")
-
-
-@dataclass
-class PudNetConfig:
-    """Everything that fixes a PudNet's architecture (saved with every checkpoint)."""
-
-    target: str = "convnet3"
-    target_kwargs: dict = field(default_factory=lambda: {"in_channels": 1, "image_size": 28})
-    embedding_dim: int = 128
-    generator_hidden: int = 32
-    sketch_width: int = 32
-    sketch_dim: int = 256
-    alpha: float = 0.3  # initial residual connection r' = (1 - α) r + α e
-    use_ahru: bool = True  # ablation: False sends the embedding straight into every generator
-    # "paper": W = G(r'); "residual": W = base + β·G(r') with a learned base and β starting small;
-    # "frozen_base": the same with the base fixed at a random (Kaiming) initialisation
-    weight_mode: str = "paper"
-    residual_init: float = 0.1
-    sketch_support: bool = False  # the sketch also sees class prototypes of the labelled samples
-    # the sketch of a larger dataset is the mean over this many of its images (every labelled one, the rest
-    # evenly spaced): meta-training's datasets have 200 (4 classes × 50), and the sketch encoder's pass is
-    # most of a prediction's time; 0 sketches every image
-    sketch_images: int = 200
-    # at prediction, decorrelate the last convolution's output channels on the dataset (closed form; ConvNet-3)
-    whiten: bool = False
-    whiten_shrinkage: float = 0.1
-    # at prediction, refine the last `refine_last` parameter tensors by `refine_steps` SGD steps on the dataset:
-    # labelled centroid loss + `refine_pseudo` × pseudo-labels of every image (model/refine.py; 0 = off)
-    refine_steps: int = 0
-    refine_lr: float = 0.2
-    refine_last: int = 3
-    refine_pseudo: float = 1.0
-    num_train_classes: int = 6  # the auxiliary full-classification head (training only)
-    loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
-    # weight of a hinge making each task's own weights beat another task's weights on it (losses.contrast_loss)
-    contrast: float = 0.0
-    tau_init: float = 10.0
-    learn_tau: bool = True
-
-    def __post_init__(self):
-        if self.weight_mode not in WEIGHT_MODES:
-            raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name, bounds in INT_BOUNDS.items():
-            check_number(name, getattr(self, name), bounds, integer=True)
-        for name, bounds in FLOAT_BOUNDS.items():
-            check_number(name, getattr(self, name), bounds, integer=False)
-            setattr(self, name, float(getattr(self, name)))  # JSON may spell 0.0 as 0; tensors need the float
-        for name in BOOL_FIELDS:
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        self._check_target()
-
-    def _check_target(self) -> None:
-        if not isinstance(self.target, str):
-            raise ValueError(f"target must be a target name, got {self.target!r}")
-        if not isinstance(self.target_kwargs, dict):
-            raise ValueError(f"target_kwargs must be a mapping, got {self.target_kwargs!r}")
-        for name, value in self.target_kwargs.items():
-            bounds = TARGET_KWARG_BOUNDS.get(name, OTHER_TARGET_KWARG_BOUNDS)
-            check_number(f"target_kwargs.{name}", value, bounds, integer=True)
-        try:
-            make_target(self.target, **self.target_kwargs)  # shapes only, no tensors
-        except TypeError as e:
-            raise ValueError(f"target_kwargs {self.target_kwargs} do not fit target {self.target!r} ({e})") from None
-
-    @property
-    def refinement(self) -> Refinement:
-        return Refinement(self.refine_steps, self.refine_lr, self.refine_last, self.refine_pseudo)
-
-    @property
-    def uses_labels(self) -> bool:
-        """Whether a prediction needs labelled samples (the sketch sees prototypes, or the refinement)."""
-        return self.sketch_support or self.refine_steps > 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "PudNetConfig":
-        """A named configuration (:data:`PRESETS`) with ``overrides``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown PudNet preset {name!r}; known: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PudNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown PudNet config keys: {sorted(unknown)}")
-        return cls(**data)
-
-
-PRESETS: dict[str, dict] = {
-    # the paper as written: weights generated outright, the sketch of the images alone
-    "paper": {},
-    # a learned base (start it from the CE-pretrained baseline with `pudnet train --base-from`) plus a
-    # dataset-conditioned residual; the sketch also sees the class prototypes of the labelled samples
-    "residual-prototypes": {"weight_mode": "residual", "sketch_support": True},
-    # the same with the base frozen (at the pretrained baseline, `--base-from`) and the residual starting at 2%
-    # of He scale
-    "frozen-base-prototypes": {"weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02},
-    # the shipped default: that, with its predictions refined on the dataset (model/refine.py)
-    "frozen-base-prototypes-refined": {
-        "weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02, "refine_steps": 10,
-    },
-}
 
 
 class AHRU(nn.Module):
@@ -227,15 +80,31 @@ class PudNet(nn.Module):
         self.log_tau = nn.Parameter(log_tau) if config.learn_tau else nn.Buffer(log_tau)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, target: str | None = None, device: str | torch.device = "cpu"
-                        ) -> "PudNet":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, target: str | None = None,
+                        device: str | torch.device = "cpu") -> "PudNet":
         """A shipped checkpoint by name (``pudnet.pretrained_names()``) or a checkpoint file, in eval mode, on
-        ``device`` (``"auto"``: a GPU if there is one)."""
-        from ..checkpoint import load_checkpoint
-        from ..pretrained import path_of
+        ``device`` (``"auto"``: a GPU if there is one); ``target`` checks the architecture."""
+        device = hardware.resolve_device(device)  # a device that is not there fails before the file is read
+        return cls.from_checkpoint(cls.read_checkpoint(path_of(name_or_path), target), device)
 
-        net, _ = load_checkpoint(path_of(name_or_path), target, device=device)
-        return net
+    @classmethod
+    def read_checkpoint(cls, path: str | os.PathLike, target: str | None = None) -> Checkpoint:
+        """The validated contents of a checkpoint file (config, model tensors, a training state's tensors, extra
+        metadata) without building a network (:mod:`pudnet.model.serialise`)."""
+        return serialise.read(cls, path, target)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> "PudNet":
+        """The PudNet of a :meth:`read_checkpoint` result, in eval mode, on ``device``."""
+        net = cls(checkpoint.config)
+        net.load_state_dict(checkpoint.model, strict=True)
+        return net.to(hardware.resolve_device(device)).eval()
+
+    def save_pretrained(self, path: str | os.PathLike, training: dict[str, Tensor] | None = None,
+                        **extra: object) -> None:
+        """Write this PudNet (and, for a training state, the ``training`` tensors) with the JSON ``extra``
+        metadata as one file, atomically; a NaN or infinite tensor is refused (:func:`pudnet.ops.check_finite`)."""
+        serialise.save(self, path, training, **extra)
 
     @property
     def tau(self) -> Tensor:

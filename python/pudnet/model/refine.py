@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import centroids, cosine_logits
 from ..targets.base import Params, Target
-from .losses import centroids, cosine_logits
 
 
 REFINE_IMAGES = 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -11,7 +12,7 @@ def available() -> list[str]:
     return sorted(p.name.removesuffix(".safetensors") for p in HERE.glob("*.safetensors"))
 
 
-def path_of(name_or_path: str) -> Path:
+def path_of(name_or_path: str | os.PathLike) -> Path:
     """The file of a shipped checkpoint name, or ``name_or_path`` itself when it is a path."""
     if name_or_path in available():
         return HERE / f"{name_or_path}.safetensors"
