@@ -53,8 +53,8 @@ def test_prediction_streams_statistics_and_bounds_the_refinement(small_fashion, 
 
     monkeypatch.setattr(pudnet_module, "STATS_CHUNK", 30)
     params, stats = net.predict_params(images, labels)
-    for name in params:
-        assert torch.equal(params[name], whole_params[name])
+    for name in params:  # the sketch of 100 images is streamed too (chunks of 30)
+        torch.testing.assert_close(params[name], whole_params[name], rtol=1e-4, atol=1e-5)
     for layer, (mean, var) in whole_stats.items():
         torch.testing.assert_close(stats[layer][0], mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(stats[layer][1], var, rtol=1e-4, atol=1e-5)
@@ -110,3 +110,23 @@ def test_predict_classes_must_be_ids_or_all(capsys):
     with pytest.raises(SystemExit) as info:
         main(["predict", "--classes", "everything", "--out", "w.safetensors"])
     assert info.value.code == USAGE and "class ids" in capsys.readouterr().err
+
+
+def test_streamed_sketch_features_equal_one_pass():
+    from pudnet.model.sketch import SketchEncoder
+
+    encoder = SketchEncoder(1, width=8, sketch_dim=16).eval()
+    images = torch.rand(50, 1, 28, 28)
+    with torch.no_grad():
+        whole = encoder.per_image(images.unsqueeze(0))[0]
+    torch.testing.assert_close(encoder.streamed_per_image(images, 16), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_a_large_prediction_sketches_in_chunks(small_fashion, monkeypatch):
+    net = pudnet.PudNet(pudnet.PudNetConfig(**{**MODEL.to_dict(), "sketch_images": 0}))
+    images = small_fashion.of_classes([6, 7, 8, 9]).tensor()[::8]
+    whole = net.predict_weights(images)
+    monkeypatch.setattr(pudnet_module, "STATS_CHUNK", 30)
+    chunked = net.predict_weights(images)
+    for name, value in whole.items():
+        torch.testing.assert_close(chunked[name], value, rtol=1e-4, atol=1e-5)

@@ -72,6 +72,20 @@ def test_summary_pairs_every_method_with_pudnets_point_and_floors_fixed_times():
     assert result["speed_up"]["alternative"] == "pretrained"
 
 
+def test_summary_entries_judge_the_forward_pass_against_pretrained_with_ten_steps():
+    names = ["pudnet_forward", "pudnet_10steps", "pretrained", "pretrained_10steps"]
+    rows = rows_of(names, [(0.90, 0.93, 0.91, 0.94), (0.92, 0.93, 0.92, 0.95)],
+                   [(0.02, 0.8, 1e-6, 0.8), (0.02, 0.8, 1e-6, 0.8)])
+    result = frontier.summarise(rows, names, "pudnet_10steps")
+    result |= {"settings": {"domain": "mnist", "checkpoint": "c", "steps": [0, 10]}, "threads": 2}
+    entries = frontier.summary_entries(result, "cmd")
+    forward = entries["frontier.mnist.forward_only_vs_pretrained_10steps"]
+    assert forward["value"] == pytest.approx(91.0) and forward["vs_value"] == pytest.approx(94.5)
+    assert forward["paired_difference"] == pytest.approx(-3.5) and forward["seconds"] == pytest.approx(0.02)
+    speed = entries["frontier.mnist.pudnet_point_seconds_vs_cheapest_as_accurate"]
+    assert speed["vs"].startswith("pretrained + 10 refinement steps") and speed["pudnet_on_frontier"] is False
+
+
 def test_a_row_cut_short_by_a_crash_is_dropped(tmp_path):
     names = ["pudnet_forward", "random_init"]
     path = tmp_path / frontier.ROWS

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", metavar="FILE", type=output_file, help="also write the full results as JSON")
     evaluate.add_argument("--record", action="store_true",
                           help="write the headline figures to benchmarks/results/summary.json (keys "
-                          "fashion_unseen.* / mnist_cross_domain.*, with the checkpoint's sha256)")
+                          "fashion_unseen.* / mnist_cross_domain.*; with --frontier, frontier.DOMAIN.*; with the "
+                          "checkpoint's sha256)")
     evaluate.add_argument(
         "--no-baselines", action="store_true",
         help="skip the shipped pretrained / ProtoNet baselines (scored on the same groups by default)",
@@ -418,9 +419,9 @@ def _check_frontier_options(args) -> None:
                      if getattr(args, name) is not None]
     if not args.frontier and frontier_only:
         raise UsageError(f"--{frontier_only[0].replace('_', '-')} needs --frontier")
-    if args.frontier and (args.json or args.no_baselines or args.record):
+    if args.frontier and (args.json or args.no_baselines):
         raise UsageError("--frontier writes frontier.json into --frontier-out and needs the baselines: "
-                         "drop --json / --no-baselines / --record")
+                         "drop --json / --no-baselines")
 
 
 def _frontier(args, net, evaluator) -> None:
@@ -444,6 +445,13 @@ def _frontier(args, net, evaluator) -> None:
     png = ("frontier.png" if (Path(out) / "frontier.png").exists()
            else "no frontier.png (the plot needs matplotlib: pip install 'pudnet[plot]')")
     print(f"wrote {out}/: frontier.json, frontier.md, groups.jsonl, {png}")
+    if args.record:
+        from .frontier import summary_entries
+        from .report import merge_summary
+
+        entries = summary_entries(result, f"pudnet eval --frontier --domain {args.domain} --groups {args.groups}")
+        merge_summary(entries)
+        print(f"recorded {', '.join(entries)} in benchmarks/results/summary.json")
 
 
 LABELS = {

@@ -25,7 +25,7 @@ from .data.store import ImageStore
 from .model.pudnet import PudNet
 from .model.refine import Refinement, refine
 from .ops import centroids, cosine_logits
-from .targets.base import Params, Stats, Target
+from .targets.base import STATS_CHUNK, Params, Stats, Target
 
 
 @dataclass
@@ -57,10 +57,11 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 def accuracy_with(target: Target, params: Params, tasks: TaskBatch, index: int, stats: Stats | None = None
                   ) -> float:
     """Top-1 of the centroid classifier on task ``index``'s queries; BatchNorm statistics from its dataset
-    unless ``stats`` are given."""
-    features, stats = target.forward(params, tasks.sketch[index], stats)
-    support = features[tasks.support_positions]
-    query, _ = target.forward(params, tasks.query[index], stats)
+    (in bounded memory: :meth:`Target.dataset_stats`) unless ``stats`` are given."""
+    dataset = tasks.sketch[index]
+    stats = stats if stats is not None else target.dataset_stats(params, dataset)
+    support, _ = target.forward(params, dataset[tasks.support_positions], stats)
+    query = torch.cat([target.forward(params, part, stats)[0] for part in tasks.query[index].split(STATS_CHUNK)])
     logits = cosine_logits(query, centroids(support, tasks.labels("support"), tasks.spec.ways), 1.0)
     return (logits.argmax(1) == tasks.labels("query")).float().mean().item()
 

@@ -40,6 +40,7 @@ from .targets.base import Params
 
 DEFAULT_STEPS = (0, 1, 3, 10, 30)
 DEFAULT_EPOCHS = (1, 5, 30)
+REFERENCE_STEPS = 10  # issue 12: the forward pass is judged against pretrained + this many refinement steps
 OPTIMISERS = ("adam", "gc")
 TIME_FLOOR_S = 1e-4  # times below this count (and are drawn) as this: fixed weights cost nothing measurable
 SETTINGS, ROWS = "settings.json", "groups.jsonl"
@@ -418,6 +419,42 @@ def verdict(result: dict) -> str:
               else f"PudNet's point is not on the Pareto frontier: dominated by {dominating} (at least as accurate "
                    "and as fast, better in one).")
     return f"{first}\n{second}\n(times below {floor:g} s count as {floor:g} s; seconds exclude scoring.)"
+
+
+def paired_difference(result: dict, a: str, b: str) -> tuple[float, float | None]:
+    """Mean and 95% CI half-width of method ``a`` − method ``b`` over the groups, in top-1 points."""
+    scores = result["methods"]
+    mean, ci = mean_ci([100 * (x - y) for x, y in zip(scores[a]["scores"], scores[b]["scores"])])
+    return mean, finite_or_none(ci)
+
+
+def summary_entries(result: dict, command: str) -> dict[str, dict]:
+    """The headline figures of a frontier for benchmarks/results/summary.json (issue 12's criteria): PudNet's
+    forward pass against pretrained + the checkpoint's refinement (accuracy, paired difference, time), and
+    PudNet's point against the cheapest alternative at least as accurate."""
+    from .report import figure
+
+    settings, methods = result["settings"], result["methods"]
+    refined = pretrained_method(REFERENCE_STEPS if REFERENCE_STEPS in settings["steps"] else max(settings["steps"]))
+    prefix = f"frontier.{settings['domain']}"
+    extra = dict(groups=result["groups"], checkpoint=settings["checkpoint"], threads=result["threads"])
+    forward, alternative = methods["pudnet_forward"], methods[refined]
+    diff, ci = paired_difference(result, "pudnet_forward", refined)
+    entries = {f"{prefix}.forward_only_vs_{refined}": figure(
+        forward["accuracy"]["mean"], f"top-1 %, PudNet forward pass only ({result['groups']} groups; paired "
+        f"difference {diff:+.2f} ± {_ci(ci)}; {forward['median_s']:.4g} s vs {alternative['median_s']:.4g} s)",
+        alternative["label"], alternative["accuracy"]["mean"], command,
+        paired_difference=diff, paired_ci95=ci, seconds=forward["median_s"], vs_seconds=alternative["median_s"],
+        **extra)}
+    point, speed = methods[result["pudnet_point"]], result["speed_up"]
+    if speed is not None:
+        rival = methods[speed["alternative"]]
+        entries[f"{prefix}.pudnet_point_seconds_vs_cheapest_as_accurate"] = figure(
+            speed["pudnet_s"], f"median s per group, {point['label']} ({point['accuracy']['mean']:.2f}%); "
+            f"on the Pareto frontier: {result['pudnet_on_frontier']}", f"{rival['label']} "
+            f"({rival['accuracy']['mean']:.2f}%)", speed["alternative_s"], command,
+            pudnet_on_frontier=result["pudnet_on_frontier"], dominated_by=result["pudnet_dominated_by"], **extra)
+    return entries
 
 
 def write_outputs(out: Path, result: dict) -> Path | None:

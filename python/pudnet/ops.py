@@ -36,3 +36,17 @@ def _all_finite(value: Tensor) -> bool:
     # A NaN or infinity makes the sum non-finite; a finite sum is ~7x cheaper than isfinite on CPU, and only
     # an overflowing sum of finite values needs the exact test.
     return bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all())
+
+
+def channel_moments(x: Tensor) -> Tensor:
+    """``[2, C]``: per-channel sum and sum of squares of ``x`` ``[N, C, *]`` over all but the channel dimension,
+    in float64 (exact enough to add up over many chunks)."""
+    dims = (0, *range(2, x.dim()))
+    return torch.stack([x.sum(dims, dtype=torch.float64),
+                        torch.linalg.vector_norm(x, dim=dims, dtype=torch.float64).square()])
+
+
+def mean_and_variance(moments: list[Tensor], count: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance from the :func:`channel_moments` of chunks holding ``count`` positions in all."""
+    mean, mean_square = torch.stack(moments).sum(0) / count
+    return mean.to(dtype), (mean_square - mean.square()).clamp_min(0.0).to(dtype)

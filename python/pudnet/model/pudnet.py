@@ -118,7 +118,10 @@ class PudNet(nn.Module):
         if images.dim() != 5:
             raise ValueError(f"images must be [datasets, images, C, H, W], got {list(images.shape)}")
         images, labels = self._sketch_subset(images, labels)
-        features = self.sketch.per_image(images)
+        if len(images) == 1 and images.shape[1] > STATS_CHUNK and not torch.is_grad_enabled():
+            features = self.sketch.streamed_per_image(images[0], STATS_CHUNK).unsqueeze(0)  # a large prediction
+        else:
+            features = self.sketch.per_image(images)
         sketch = features.mean(dim=1)
         if self.config.sketch_support:
             if labels is None or bool((labels.max(dim=-1).values < 0).any()):
@@ -203,7 +206,7 @@ class PudNet(nn.Module):
         statistics are within ~0.6% of a standard deviation of the float32 ones).
 
         Memory and time stay bounded whatever the dataset's size: the sketch sees ``config.sketch_images``
-        images, the refinement at most :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm
+        images (with 0, every image, streamed in chunks like the statistics), the refinement at most :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm
         statistics at most :data:`STATS_IMAGES` (each: every image of a smaller dataset, else every labelled
         one and the others evenly spaced); the statistics are streamed in chunks, exactly
         (:meth:`Target.dataset_stats`; ``progress``: a progress bar while they are).

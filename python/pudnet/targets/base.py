@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops import channel_moments, mean_and_variance
+
 BN_EPS = 1e-5
 Params = dict[str, Tensor]
 Stats = dict[str, tuple[Tensor, Tensor]]  # BatchNorm name -> (mean, biased variance)
@@ -72,11 +74,8 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None):
-        count = x.numel() // x.shape[1]
-        mean = x.sum((0, 2, 3), dtype=torch.float64) / count
-        square = torch.linalg.vector_norm(x, dim=(0, 2, 3), dtype=torch.float64).square() / count
         dtype = torch.promote_types(x.dtype, torch.float32) if weight is None else weight.dtype
-        mean, var = mean.to(dtype), (square - mean.square()).clamp_min(0.0).to(dtype)
+        mean, var = mean_and_variance([channel_moments(x)], x.numel() // x.shape[1], dtype)
         out = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, BN_EPS)[0]
         ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + BN_EPS))
         ctx.mark_non_differentiable(mean, var)
@@ -324,16 +323,13 @@ def _batchnorms_in_running_order(module: nn.Module, probe: Tensor) -> list[tuple
 def _streamed_moments(module: nn.Module, layer: nn.Module, images: Tensor, chunk: int,
                       progress: Callable[[int], None] | None) -> tuple[Tensor, Tensor]:
     """Mean and biased variance per channel of ``layer``'s input over every chunk of ``images``."""
-    sums: list[Tensor] = []
+    moments: list[Tensor] = []
     count = 0
 
     def measure(_layer, inputs):
         nonlocal count
-        x = inputs[0]
-        dims = (0, *range(2, x.dim()))
-        count += x.numel() // x.shape[1]
-        sums.append(torch.stack([x.sum(dims, dtype=torch.float64),
-                                 torch.linalg.vector_norm(x, dim=dims, dtype=torch.float64).square()]))
+        count += inputs[0].numel() // inputs[0].shape[1]
+        moments.append(channel_moments(inputs[0]))
         raise _Collected
 
     hook = layer.register_forward_pre_hook(measure)
@@ -347,9 +343,7 @@ def _streamed_moments(module: nn.Module, layer: nn.Module, images: Tensor, chunk
                 progress(1)
     finally:
         hook.remove()
-    mean, mean_square = torch.stack(sums).sum(0) / count
-    dtype = layer.running_mean.dtype
-    return mean.to(dtype), (mean_square - mean.square()).clamp_min(0.0).to(dtype)
+    return mean_and_variance(moments, count, layer.running_mean.dtype)
 
 
 _REGISTRY: dict[str, Callable[..., Target]] = {}
