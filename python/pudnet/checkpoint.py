@@ -35,6 +35,20 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metad
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` so that ``path`` holds either the old file or the complete new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary readable files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
     """Delete the temporary files that killed :func:`atomic_save` calls for ``names`` left in ``folder``."""
     stale = [p for name in names for p in Path(folder).glob(f".{name}.*.tmp") if p.is_file()]

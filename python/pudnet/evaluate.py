@@ -59,8 +59,12 @@ def accuracy_with(target: Target, params: Params, tasks: TaskBatch, index: int, 
     """Top-1 of the centroid classifier on task ``index``'s queries; BatchNorm statistics from its dataset
     (in bounded memory: :meth:`Target.dataset_stats`) unless ``stats`` are given."""
     dataset = tasks.sketch[index]
-    stats = stats if stats is not None else target.dataset_stats(params, dataset)
-    support, _ = target.forward(params, dataset[tasks.support_positions], stats)
+    if stats is None and len(dataset) <= STATS_CHUNK:  # one pass gives the statistics and the support's features
+        features, stats = target.forward(params, dataset)
+        support = features[tasks.support_positions]
+    else:
+        stats = stats if stats is not None else target.dataset_stats(params, dataset)
+        support, _ = target.forward(params, dataset[tasks.support_positions], stats)
     query = torch.cat([target.forward(params, part, stats)[0] for part in tasks.query[index].split(STATS_CHUNK)])
     logits = cosine_logits(query, centroids(support, tasks.labels("support"), tasks.spec.ways), 1.0)
     return (logits.argmax(1) == tasks.labels("query")).float().mean().item()

@@ -16,14 +16,12 @@ with the same settings continues from there, one with other settings is refused.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,9 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .baselines import load_baselines, scratch_baselines
+from .checkpoint import atomic_write_text
 from .evaluate import Evaluator, accuracy_with, mean_ci
 from .model.pudnet import PudNet
 from .model.refine import refine
+from .report import checkpoint_sha256, machine
 from .targets.base import Params
 
 DEFAULT_STEPS = (0, 1, 3, 10, 30)
@@ -205,18 +205,12 @@ class FrontierMethods:
 
 # --- the output folder: settings, rows, resume --------------------------------------------------------------
 
-def checkpoint_digest(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def run_settings(net: PudNet, evaluator: Evaluator, steps: list[int], epochs: list[int], checkpoint: str,
                  domain: str) -> dict:
     """Everything a group's row depends on (the number of groups is not: a rerun with more continues)."""
-    from .pretrained import path_of
-
     eval_config = {k: v for k, v in vars(evaluator.config).items() if k != "groups"}
     return {
-        "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_digest(path_of(checkpoint)), "domain": domain,
+        "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256(checkpoint), "domain": domain,
         "steps": steps, "epochs": epochs, "refinement": vars(net.config.refinement) | {"steps": None},
         "eval_config": eval_config, "device": str(evaluator.device), "threads": torch.get_num_threads(),
     }
@@ -242,7 +236,7 @@ def open_folder(out: Path, settings: dict) -> dict[int, dict]:
         if any(out.iterdir()):
             raise SettingsMismatch(f"{out} is not empty and holds no frontier run ({SETTINGS} is missing); "
                                    "give an empty or new --frontier-out")
-        write_atomically(settings_file, json.dumps(settings, indent=1) + "\n")
+        atomic_write_text(settings_file, json.dumps(settings, indent=1) + "\n")
         return {}
     found = json.loads(settings_file.read_text())
     if found != settings:
@@ -264,7 +258,7 @@ def read_rows(path: Path, names: list[str]) -> dict[int, dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:
-                write_atomically(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
                 break
             raise ValueError(f"{path}, line {i + 1}: not JSON; remove the line to continue") from None
         if set(row.get("scores", {})) != set(names) or set(row.get("seconds", {})) != set(names):
@@ -278,14 +272,6 @@ def append_row(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -327,8 +313,6 @@ def run_frontier(net: PudNet, evaluator: Evaluator, out: str | os.PathLike, step
 
 
 def provenance() -> dict:
-    from .report import machine
-
     return {"machine": machine(), "threads": torch.get_num_threads(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "argv": sys.argv}
@@ -459,11 +443,11 @@ def summary_entries(result: dict, command: str) -> dict[str, dict]:
 
 def write_outputs(out: Path, result: dict) -> Path | None:
     """frontier.json, frontier.md and frontier.png (None when matplotlib is missing)."""
-    write_atomically(out / "frontier.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "frontier.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
     header = (f"# Accuracy vs seconds, {result['settings']['domain']}, {groups_text(result['groups'])}\n\n"
               f"Checkpoint `{result['settings']['checkpoint']}`; {result['machine']}, "
               f"{threads_text(result['threads'])}; {result['date']}.\n\n")
-    write_atomically(out / "frontier.md", header + markdown_table(result) + "\n\n" + verdict(result) + "\n")
+    atomic_write_text(out / "frontier.md", header + markdown_table(result) + "\n\n" + verdict(result) + "\n")
     png = plot(result, out / "frontier.png")
     if png is None:
         (out / "frontier.png").unlink(missing_ok=True)  # not a stale plot of other rows

@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .checkpoint import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (python/pudnet/report.py) when installed editable
 SUMMARY = ROOT / "benchmarks" / "results" / "summary.json"
 RESULTS_DIR = "benchmarks/results"  # changes under it do not count as a dirty tree
@@ -183,11 +185,7 @@ def merge_summary(entries: dict[str, dict], path: str | os.PathLike = SUMMARY, *
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
         data.update(entries)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return entries
 
 
