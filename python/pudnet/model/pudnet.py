@@ -5,6 +5,7 @@ Its configuration is :mod:`pudnet.model.config`, its checkpoint format :mod:`pud
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -17,7 +18,7 @@ from .. import hardware
 from ..data.store import ImageStore
 from ..ops import check_finite
 from ..pretrained import path_of
-from ..targets import Target, make_target
+from ..targets import BUILT_IN, Target, make_target, register
 from ..targets.base import STATS_CHUNK, Params, Stats
 from . import hotpath, serialise
 from .config import PudNetConfig
@@ -75,9 +76,24 @@ class PudNet(nn.Module):
                 for spec in self.specs:
                     self.base.register_buffer(_key(spec.name), base[spec.name])
             self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
-        self.head = nn.Linear(self.target.feature_dim, config.num_train_classes)
+        # the classification task's auxiliary head (training only); a target without features has none
+        self.head = nn.Linear(self.target.feature_dim, config.num_train_classes) if self.target.feature_dim else None
         log_tau = torch.tensor(math.log(config.tau_init))
         self.log_tau = nn.Parameter(log_tau) if config.learn_tau else nn.Buffer(log_tau)
+
+    @classmethod
+    def for_module(cls, module: nn.Module, name: str | None = None, **config) -> "PudNet":
+        """An untrained PudNet for any ``nn.Module`` (:meth:`Target.from_module`), whose :meth:`predict` returns a
+        copy of ``module`` with predicted weights. The module is registered as target ``name`` (default: its
+        class name) in this process; a checkpoint of it loads where the same name is registered
+        (:func:`pudnet.targets.register`)."""
+        name = name or type(module).__name__
+        if name in BUILT_IN:
+            raise ValueError(f"{name!r} is a built-in target of pudnet: give your module another name=")
+        template = copy.deepcopy(module)
+        register(name)(lambda in_channels=None: Target.from_module(template, name, in_channels))
+        in_channels = Target.from_module(template, name).in_channels
+        return cls(PudNetConfig(**{"target_kwargs": {"in_channels": in_channels}, **config, "target": name}))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, target: str | None = None,
@@ -164,7 +180,7 @@ class PudNet(nn.Module):
             raw = raw.float()  # BatchNorm takes float32 weights next to its float32 statistics
             if residual:
                 return start + raw
-            return raw + 1.0 if spec.kind == "bn_weight" else raw
+            return raw + 1.0 if spec.is_scale else raw
         flat = raw.flatten(1).float()
         mean, std = flat.mean(1, keepdim=True), flat.std(1, keepdim=True)
         gain = math.sqrt(2.0 / spec.fan_in) / (std + 1e-5)

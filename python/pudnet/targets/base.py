@@ -8,8 +8,10 @@ eval mode) reuses them.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -23,11 +25,29 @@ Params = dict[str, Tensor]
 Stats = dict[str, tuple[Tensor, Tensor]]  # BatchNorm name -> (mean, biased variance)
 
 
+MATRIX_KINDS = ("conv", "conv_transpose", "linear")
+SCALE_KINDS = ("bn_weight", "norm_weight")  # multiplicative: start at 1
+KINDS = (*MATRIX_KINDS, *SCALE_KINDS, "bn_bias", "norm_bias", "bias")
+
+
 @dataclass(frozen=True)
 class ParamSpec:
+    """One parameter tensor of a target. ``kind``: ``conv``, ``conv_transpose``, ``linear`` (matrices,
+    generated at He scale for ``fan``), ``bn_weight``/``bn_bias`` (a BatchNorm's, whose statistics come from
+    the dataset), ``norm_weight``/``norm_bias`` (GroupNorm, LayerNorm, ...), ``bias``.
+
+    ``fan``: the inputs each output sums (default: ``prod(shape[1:])``, right for convolutions and linear
+    maps; a transposed convolution's is ``in_channels · kernel area / stride area``).
+    """
+
     name: str
     shape: tuple[int, ...]
-    kind: str  # "conv" | "linear" | "bn_weight" | "bn_bias" | "bias"
+    kind: str
+    fan: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: unknown parameter kind {self.kind!r}; known: {', '.join(KINDS)}")
 
     @property
     def numel(self) -> int:
@@ -35,11 +55,17 @@ class ParamSpec:
 
     @property
     def fan_in(self) -> int:
+        if self.fan:
+            return self.fan
         return math.prod(self.shape[1:]) if len(self.shape) > 1 else 1
 
     @property
     def is_matrix(self) -> bool:
-        return self.kind in ("conv", "linear")
+        return self.kind in MATRIX_KINDS
+
+    @property
+    def is_scale(self) -> bool:
+        return self.kind in SCALE_KINDS
 
 
 def batch_norm(x: Tensor, name: str, params: Params, stats: Stats | None, collected: Stats) -> Tensor:
@@ -215,7 +241,13 @@ class Target:
 
     name: str
     in_channels: int
-    feature_dim: int
+    feature_dim: int | None  # features of a classifier; None for a target whose output is not features
+
+    @staticmethod
+    def from_module(module: nn.Module, name: str | None = None, in_channels: int | None = None,
+                    roles: Callable[[str, nn.Module], str | None] | None = None) -> "ModuleTarget":
+        """A target for any ``nn.Module`` (:class:`ModuleTarget`)."""
+        return ModuleTarget(module, name, in_channels, roles)
 
     def specs(self) -> list[ParamSpec]:
         raise NotImplementedError
@@ -300,7 +332,7 @@ class Target:
             if spec.is_matrix:
                 std = math.sqrt(2.0 / spec.fan_in)
                 params[spec.name] = torch.randn(spec.shape, generator=generator) * std
-            elif spec.kind == "bn_weight":
+            elif spec.is_scale:
                 params[spec.name] = torch.ones(spec.shape)
             else:
                 params[spec.name] = torch.zeros(spec.shape)
@@ -344,6 +376,120 @@ def _streamed_moments(module: nn.Module, layer: nn.Module, images: Tensor, chunk
     finally:
         hook.remove()
     return mean_and_variance(moments, count, layer.running_mean.dtype)
+
+
+_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def parameter_kind(leaf: str, owner: nn.Module) -> str | None:
+    """The :class:`ParamSpec` kind of parameter ``leaf`` (``weight``, ``bias``) of module ``owner``, or None
+    for an owner of no known role."""
+    if isinstance(owner, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose" if leaf == "weight" else "bias"
+    if isinstance(owner, nn.modules.conv._ConvNd):
+        return "conv" if leaf == "weight" else "bias"
+    if isinstance(owner, nn.Linear):
+        return "linear" if leaf == "weight" else "bias"
+    if isinstance(owner, nn.modules.batchnorm._BatchNorm):
+        return {"weight": "bn_weight", "bias": "bn_bias"}.get(leaf)
+    if isinstance(owner, _NORMS):
+        return {"weight": "norm_weight", "bias": "norm_bias"}.get(leaf)
+    return None
+
+
+def fan_of(kind: str, shape: tuple[int, ...], owner: nn.Module) -> int:
+    """The inputs each output of a matrix parameter sums (0: :class:`ParamSpec`'s default rule)."""
+    if kind != "conv_transpose":
+        return 0
+    stride_area = math.prod(owner.stride)
+    return max(1, shape[0] // owner.groups * math.prod(shape[2:]) // stride_area)
+
+
+class ModuleTarget(Target):
+    """Any ``nn.Module`` as a target: its ``named_parameters()`` (in registration order) are the specs, each
+    kind inferred from the module that owns it (:func:`parameter_kind`; ``roles(name, owner)`` may name a
+    kind for the others), and ``forward`` runs a copy of it with the given parameters through
+    :func:`torch.func.functional_call`.
+
+    Statistics rule: with ``stats=None`` every BatchNorm normalises with the batch's statistics (its
+    input's mean and biased variance, recorded detached and returned), otherwise with ``stats``; the rest of
+    the module runs in eval mode. GroupNorm, LayerNorm and the like need no statistics.
+    """
+
+    def __init__(self, module: nn.Module, name: str | None = None, in_channels: int | None = None,
+                 roles: Callable[[str, nn.Module], str | None] | None = None, config: dict | None = None):
+        self._config = config or {}
+        self.template = copy.deepcopy(module).eval()
+        self.name = name or type(module).__name__
+        self.in_channels = in_channels if in_channels is not None else _first_input_channels(module)
+        self.feature_dim = getattr(module, "feature_dim", None)
+        self._specs = _module_specs(self.template, roles)
+        self._batchnorms = [(n, m) for n, m in self.template.named_modules()
+                            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for name_, layer in self._batchnorms:
+            if not layer.affine or not layer.track_running_stats:
+                raise ValueError(f"{self.name}.{name_}: a BatchNorm needs affine=True and track_running_stats=True "
+                                 "(its statistics come from the dataset)")
+
+    def specs(self) -> list[ParamSpec]:
+        return list(self._specs)
+
+    def config(self) -> dict:
+        return {**super().config(), **self._config}
+
+    def module(self) -> nn.Module:
+        return copy.deepcopy(self.template)
+
+    def forward(self, params: Params, x: Tensor, stats: Stats | None = None) -> tuple[Tensor, Stats]:
+        collected: Stats = {}
+        tensors: dict[str, Tensor] = dict(params)
+        hooks = []
+        for name, layer in self._batchnorms:
+            if stats is None:
+                placeholder = params[f"{name}.weight"].detach().float()
+                mean, var = torch.zeros_like(placeholder), torch.ones_like(placeholder)  # updated, then dropped
+                hooks.append(layer.register_forward_pre_hook(partial(_record_input, collected, name)))
+            else:
+                mean, var = stats[name]
+            tensors[f"{name}.running_mean"], tensors[f"{name}.running_var"] = mean, var
+            layer.train(stats is None)
+        try:
+            out = torch.func.functional_call(self.template, tensors, (x,), strict=False)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for _name, layer in self._batchnorms:
+                layer.eval()
+        return out, (stats if stats is not None else collected)
+
+
+def _record_input(collected: Stats, name: str, layer: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+    x = inputs[0].detach()
+    mean, var = mean_and_variance([channel_moments(x)], x.numel() // x.shape[1], torch.float32)
+    _record(collected, name, mean, var)
+
+
+def _module_specs(module: nn.Module, roles: Callable[[str, nn.Module], str | None] | None) -> list[ParamSpec]:
+    owners = dict(module.named_modules())
+    specs = []
+    for name, value in module.named_parameters():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = owners[owner_name]
+        kind = (roles(name, owner) if roles else None) or parameter_kind(leaf, owner)
+        if kind is None:
+            raise ValueError(f"parameter {name!r} of a {type(owner).__name__}: its role is unknown; pass "
+                             f"roles=lambda name, module: <one of {', '.join(KINDS)}>")
+        specs.append(ParamSpec(name, tuple(value.shape), kind, fan_of(kind, tuple(value.shape), owner)))
+    if not specs:
+        raise ValueError(f"{type(module).__name__} has no parameters to predict")
+    return specs
+
+
+def _first_input_channels(module: nn.Module) -> int:
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            return layer.in_channels
+    raise ValueError(f"{type(module).__name__}: no convolution to read the input channels from; pass in_channels")
 
 
 _REGISTRY: dict[str, Callable[..., Target]] = {}
