@@ -120,3 +120,33 @@ def test_summary_pairs_methods_and_finds_the_cheapest_match():
     assert result["paired_psnr"]["pudnet_minus_pretrained_collection_bn"] == {"mean_db": 1.0, "ci95_db": 0.0}
     assert result["speed_up"]["cheapest_matching"] == "scratch_30ep"
     assert math.isclose(result["speed_up"]["ratio"], 100.0)
+
+
+def test_evaluation_collections_are_fixed_by_seed_and_noised_once():
+    from pudnet.evaluate_denoise import COLLECTION, collections
+
+    first, again = collections("mnist", 2, 25.0, 0), collections("mnist", 2, 25.0, 0)
+    assert len(first) == 2 and first[0][0].shape == (COLLECTION, 1, 28, 28)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][0], first[1][0])  # different images per collection
+    assert float(first[0][0].max()) > 0.5  # floats in [0, 1], not divided twice
+    with pytest.raises(ValueError, match="unknown domain"):
+        collections("cifar", 1, 25.0, 0)
+
+
+def test_pudnet_scores_its_own_and_a_foreign_collection(tmp_path):
+    from pudnet.evaluate_denoise import SCORED, score_pudnet
+
+    torch.manual_seed(0)
+    net = PudNet(_tiny_denoiser_config()).eval()
+    clean = torch.rand(SCORED + 2, 1, 12, 12)
+    noisy, foreign = add_noise(clean, 25.0), add_noise(torch.rand(SCORED + 2, 1, 12, 12), 25.0)
+    scores = score_pudnet(net, clean, noisy, foreign)
+    assert set(scores) == {"pudnet", "pudnet_foreign"} and scores["pudnet"]["seconds"] > 0
+    assert all(math.isfinite(s["psnr"]) and 0 < s["ssim"] <= 1 for s in scores.values())
+
+
+def _tiny_denoiser_config():
+    from pudnet.denoise import model_config
+
+    return model_config(_config(1), embedding_dim=8, sketch_width=4, sketch_dim=8, generator_hidden=4)

@@ -246,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default=None,
                           help=f"shipped name or checkpoint file (default {DEFAULT_CHECKPOINT}; --suite denoise: "
                           f"{DENOISE_CHECKPOINT})")
-    evaluate.add_argument("--groups", type=positive_int, default=100,
-                          help="number of test groups (default 100; --suite denoise: collections per domain)")
+    evaluate.add_argument("--groups", type=positive_int, default=None,
+                          help="number of test groups (default 100; --suite denoise: collections per domain, "
+                          "default 20, natural at most 11 — one per photograph)")
     evaluate.add_argument(
         "--suite", choices=["protocol", "denoise"], default="protocol",
         help="protocol: the classification protocol below (default); denoise: PSNR/SSIM of PudNet's predicted "
@@ -267,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the other 200 → queries; foreign sketch = another group's digits); natural: --suite denoise only "
         "(photographs bundled with scikit-image); --suite denoise without --domain: all three",
     )
-    evaluate.add_argument("--seed", type=non_negative_int, default=20241)
+    evaluate.add_argument("--seed", type=non_negative_int, default=None,
+                          help="of the groups (default 20241) or, --suite denoise, of the collections (default 0)")
     evaluate.add_argument("--json", metavar="FILE", type=output_file, help="also write the full results as JSON")
     evaluate.add_argument("--record", action="store_true",
                           help="write the headline figures to benchmarks/results/summary.json (keys "
@@ -340,7 +342,10 @@ def _add_denoise_commands(commands) -> None:
                        help="supervised: MSE to the clean training images; blind_spot: the noisy images only")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--validate-every", type=positive_int, default=100, metavar="N")
-    train.add_argument("--resume", action="store_true", help="continue the run in OUT")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT (--pretrain-steps / --steps may grow)")
+    train.add_argument("--pretrain-only", action="store_true",
+                       help="stop after the U-Net (with --resume and more --pretrain-steps: train it longer)")
     train.add_argument("--threads", type=positive_int, default=None)
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data(train)
@@ -453,6 +458,8 @@ def cmd_train_denoiser(args) -> None:
     out = Path(args.out)
     base = pretrain_unet(store, pre, out / "unet", resume=args.resume, progress=not args.quiet)
     print(f"pretrained U-Net: {base}")
+    if args.pretrain_only:
+        return
     best = meta_train(store, meta, base, out / "pudnet", resume=args.resume, progress=not args.quiet)
     print(f"denoising PudNet: {best}")
 
@@ -527,6 +534,8 @@ def cmd_eval(args) -> None:
         return
     args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     args.domain = args.domain or "fashion"
+    args.groups = args.groups or 100
+    args.seed = 20241 if args.seed is None else args.seed
     if args.domain == "natural":
         raise UsageError("--domain natural is a denoising domain: add --suite denoise")
     _check_frontier_options(args)
@@ -575,14 +584,15 @@ def _evaluator(args, net):
 
 
 def _eval_denoise(args) -> None:
-    from .evaluate_denoise import DOMAINS, PRETRAINED_UNET, markdown, run, summary_entries
+    from .evaluate_denoise import DOMAINS, EQUAL_BUDGET_UNET, PRETRAINED_UNET, markdown, run, summary_entries
     from .pretrained import path_of
 
     checkpoint = args.checkpoint or DENOISE_CHECKPOINT
     domains = list(DOMAINS) if args.domain is None else [args.domain]
     out = args.frontier_out or Path("runs/denoise-eval")
-    result = run(str(path_of(checkpoint)), str(PRETRAINED_UNET), out, domains, args.groups, args.sigma,
-                 seed=args.seed, progress=not args.quiet)
+    result = run(str(path_of(checkpoint)), str(PRETRAINED_UNET), out, domains, args.groups or 20, args.sigma,
+                 seed=args.seed or 0, progress=not args.quiet,
+                 longer_unet=str(EQUAL_BUDGET_UNET) if EQUAL_BUDGET_UNET.exists() else None)
     print(markdown(result))
     print(f"wrote {out}/denoise.json, denoise.md, psnr_vs_seconds.png, examples.png")
     if args.record:

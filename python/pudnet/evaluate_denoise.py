@@ -43,6 +43,9 @@ from .tasks.denoising import NOISE_MODEL, add_noise, psnr, ssim
 DOMAINS = ("fashion", "mnist", "natural")
 PRETRAINED_UNET = SHIPPED / "baselines" / "fashion-unet.safetensors"  # the denoising PudNet's frozen base, with
 # its BatchNorm running statistics: `pudnet train-denoiser` writes it as OUT/unet/best.safetensors
+# the same U-Net trained on as many collections as the base and the meta-training together (`pudnet
+# train-denoiser --pretrain-only --pretrain-steps 6000`, continuing the base's run)
+EQUAL_BUDGET_UNET = SHIPPED / "baselines" / "fashion-unet-equal-budget.safetensors"
 FOREIGN = {"fashion": "mnist", "mnist": "fashion", "natural": "fashion"}
 COLLECTION = 50
 SCORED = 10  # images of each collection every method is scored on (BM3D takes ~0.75 s per image on this CPU)
@@ -54,6 +57,7 @@ UNSEEN_FASHION = [6, 7, 8, 9]
 LABELS = {
     "noisy": "noisy input", "bm3d": "BM3D", "pretrained": "pretrained U-Net (training BN statistics)",
     "pretrained_collection_bn": "pretrained U-Net (collection BN statistics)",
+    "pretrained_equal_budget": "pretrained U-Net trained as long as base + meta-training (collection BN)",
     **{f"scratch_{e}ep": f"U-Net from scratch, {e} epoch{'s' if e > 1 else ''} (blind-spot)" for e in EPOCHS},
     **{f"zs_n2n_{k}": f"Zero-Shot Noise2Noise, {k} steps" for k in ZS_N2N_STEPS}, "pudnet": "PudNet (predicted)", "pudnet_foreign": "PudNet, foreign collection",
 }
@@ -126,6 +130,12 @@ def score_pudnet(net: PudNet, clean: torch.Tensor, noisy: torch.Tensor, foreign:
     return _scores({"pudnet": (module(noisy), seconds), "pudnet_foreign": (foreign_module(noisy), 0.0)}, clean)
 
 
+@torch.no_grad()
+def score_longer(unet: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> dict:
+    module, seconds = _timed(lambda: collection_stats_module(unet, noisy))
+    return _scores({"pretrained_equal_budget": (module(noisy), seconds)}, clean)
+
+
 def _scores(outputs: dict[str, tuple[torch.Tensor, float]], clean: torch.Tensor) -> dict:
     clean = clean[:SCORED]
     return {name: {"psnr": float(psnr(out[:SCORED], clean).mean()), "ssim": float(ssim(out[:SCORED], clean).mean()),
@@ -133,13 +143,17 @@ def _scores(outputs: dict[str, tuple[torch.Tensor, float]], clean: torch.Tensor)
 
 
 def run(checkpoint: str | None, base: str, out: str | Path, domains: list[str], count: int, sigma: float = 25.0,
-        seed: int = 0, epochs: tuple[int, ...] = EPOCHS, progress: bool = True) -> dict | None:
+        seed: int = 0, epochs: tuple[int, ...] = EPOCHS, progress: bool = True, longer_unet: str | None = None
+        ) -> dict | None:
     """Score ``count`` collections of each domain and write denoise.json / .md / .png (``checkpoint`` None: the
     baselines only, nothing written but their rows).
 
     Resumable in ``out``: the baselines' rows go to ``baselines.jsonl``, PudNet's to ``pudnet-SHA.jsonl`` (SHA:
     the checkpoint's sha256, 12 digits), so that another checkpoint is scored against the same baseline rows;
-    collection ``i`` of a domain depends only on (domain, seed, i). Other settings in ``out`` are refused."""
+    collection ``i`` of a domain depends only on (domain, seed, i). Other settings in ``out`` are refused.
+    ``longer_unet``: a U-Net trained like the base for as many training collections as the base and the
+    hypernetwork's meta-training together (method ``pretrained_equal_budget``, collection BatchNorm statistics;
+    rows in ``unet-SHA.jsonl``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"base_sha256": checkpoint_sha256(base), "sigma": sigma, "seed": seed,
@@ -149,7 +163,9 @@ def run(checkpoint: str | None, base: str, out: str | Path, domains: list[str], 
     unet = load_unet(base)
     net = PudNet.from_pretrained(checkpoint) if checkpoint else None
     sha = checkpoint_sha256(checkpoint)[:12] if checkpoint else None
-    files = {"baselines": out / ROWS, "pudnet": out / f"pudnet-{sha}.jsonl"}
+    longer = load_unet(longer_unet) if longer_unet else None
+    files = {"baselines": out / ROWS, "pudnet": out / f"pudnet-{sha}.jsonl",
+             "longer": out / f"unet-{checkpoint_sha256(longer_unet)[:12] if longer_unet else None}.jsonl"}
     rows = {kind: {(r["domain"], r["index"]): r["scores"] for r in _read_rows(path)} for kind, path in files.items()}
     for domain in domains:
         pairs = collections(domain, count, sigma, seed)
@@ -161,9 +177,12 @@ def run(checkpoint: str | None, base: str, out: str | Path, domains: list[str], 
                         score_baselines(unet, clean, noisy, sigma, epochs, seed + i))
             if net is not None and (domain, i) not in rows["pudnet"]:
                 _append(files["pudnet"], rows["pudnet"], domain, i, score_pudnet(net, clean, noisy, foreign[i][1]))
+            if longer is not None and (domain, i) not in rows["longer"]:
+                _append(files["longer"], rows["longer"], domain, i, score_longer(longer, clean, noisy))
     if net is None:
         return None
-    merged = [{"domain": d, "index": i, "scores": {**scores, **rows["pudnet"][(d, i)]}}
+    merged = [{"domain": d, "index": i,
+               "scores": {**scores, **rows["pudnet"][(d, i)], **(rows["longer"][(d, i)] if longer else {})}}
               for (d, i), scores in rows["baselines"].items() if d in domains and i < count]
     result = summarise(merged, {**settings, "checkpoint": str(checkpoint), "checkpoint_sha256": sha,
                                 "domains": domains, "count": count})
@@ -208,11 +227,13 @@ def summarise(rows: list[dict], settings: dict) -> dict:
             methods[name] = {"label": LABELS[name], "psnr": p[0], "psnr_ci95": _finite(p[1]), "ssim": s[0],
                              "ssim_ci95": _finite(s[1]), "median_s": statistics.median(r[name]["seconds"] for r in mine),
                              "psnr_per_collection": [r[name]["psnr"] for r in mine]}
-        paired = {f"pudnet_minus_{b}": _paired(mine, "pudnet", b)
-                  for b in ("pretrained_collection_bn", "pretrained", "pudnet_foreign", "bm3d")}
+        paired = {f"pudnet_minus_{b}": _paired(mine, "pudnet", b) for b in PAIRED if b in mine[0]}
         result["domains"][domain] = {"collections": len(mine), "methods": methods, "paired_psnr": paired,
                                      "speed_up": _speed_up(methods)}
     return result
+
+
+PAIRED = ("pretrained_collection_bn", "pretrained_equal_budget", "pretrained", "pudnet_foreign", "bm3d")
 
 
 def _finite(x: float) -> float | None:
@@ -332,7 +353,9 @@ def summary_entries(result: dict, command: str) -> dict[str, dict]:
         m, paired = d["methods"], d["paired_psnr"]
         extra = {"collections": d["collections"], "sigma": result["settings"]["sigma"], "noise_model": NOISE_MODEL,
                  "checkpoint": result["settings"]["checkpoint"], "threads": result["threads"]}
-        for rival in ("pretrained_collection_bn", "pudnet_foreign", "bm3d"):
+        for rival in ("pretrained_collection_bn", "pretrained_equal_budget", "pudnet_foreign", "bm3d"):
+            if f"pudnet_minus_{rival}" not in paired:
+                continue
             p = paired[f"pudnet_minus_{rival}"]
             entries[f"denoise.{domain}.pudnet_psnr_vs_{rival}"] = figure(
                 m["pudnet"]["psnr"], f"PSNR dB, PudNet's predicted U-Net (paired difference {p['mean_db']:+.2f} ± "
