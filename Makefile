@@ -13,7 +13,8 @@ GROUPS ?= 100
 demo: build fashion-mnist
 	$(VENV)/bin/pudnet eval --groups $(GROUPS)
 
-test: build fashion-mnist
+test: fashion-mnist $(DEPS_STAMP)
+	$(MAKE) build MATURIN_FEATURES=--features=test-hooks
 	PYO3_PYTHON=$(PY) cargo test --quiet
 	$(PY) -m pytest -q
 
@@ -28,10 +29,11 @@ $(DEPS_STAMP): requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements-dev.txt
 	rm -f $(VENV)/.pudnet-deps-* && touch $@
 
-# Always re-run: maturin's cargo build is incremental, and it points the venv at this checkout.
+# Always re-run: maturin's cargo build is incremental, and it points the venv at this checkout. `make test` adds
+# the test-hooks feature (a deliberate-panic entry point the tests call); the installed build has none.
 build: $(DEPS_STAMP)
 	@command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)"; exit 1; }
-	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/maturin develop --release -q
+	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/maturin develop --release -q $(MATURIN_FEATURES)
 
 fashion-mnist:
 	@test -f $(FASHION) || { \

@@ -67,6 +67,18 @@ def test_an_internal_error_is_one_line_with_a_hint(monkeypatch, capsys):
     assert "PUDNET_TRACEBACK=1" in err
 
 
+def test_a_native_panic_is_an_internal_error_not_a_traceback(monkeypatch, capsys):
+    class PanicException(BaseException):  # what pyo3 raises for a panic of the native core
+        pass
+
+    def panicking(args):
+        raise PanicException("gather: internal error in pudnet._native (a bug, please report it): boom")
+
+    monkeypatch.setattr("pudnet.cli.cmd_data", panicking)
+    assert main(["data"]) == INTERNAL
+    assert "internal error: PanicException: gather: internal error in pudnet._native" in capsys.readouterr().err
+
+
 def test_help_documents_the_exit_codes(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

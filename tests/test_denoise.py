@@ -150,3 +150,24 @@ def _tiny_denoiser_config():
     from pudnet.denoise import model_config
 
     return model_config(_config(1), embedding_dim=8, sketch_width=4, sketch_dim=8, generator_hidden=4)
+
+
+def test_cli_denoises_a_flat_folder_and_a_named_dataset(tmp_path, capsys):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "den.safetensors"
+    PudNet(_tiny_denoiser_config()).save_pretrained(checkpoint)
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 24), dtype=np.uint8)).save(folder / f"{i}.png")
+    assert main(["denoise", "--data", str(folder), "--out", str(tmp_path / "a"), "--checkpoint", str(checkpoint)]) == 0
+    written = sorted((tmp_path / "a" / "denoised").iterdir())
+    assert len(written) == 3 and Image.open(written[0]).size == (24, 20)
+    assert main(["denoise", "--data", "mnist", "--limit", "4", "--out", str(tmp_path / "b"),
+                 "--checkpoint", str(checkpoint)]) == 0
+    assert "PSNR noisy" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "b").iterdir()} == {"clean", "noisy", "denoised"}
+    assert main(["denoise", "--data", "mnist", "--out", str(tmp_path / "c"), "--checkpoint", "fashion-convnet3"]) == 2
+    assert "not a denoiser" in capsys.readouterr().err

@@ -171,13 +171,33 @@ def test_gather_matches_numpy(fashion):
             native.gather(fashion.images, np.asarray(bad))
 
 
-def test_no_panic_crosses_into_python():
+@pytest.mark.skipif(not hasattr(_native, "_panic_for_test"), reason="built without the test-hooks feature "
+                    "(make test builds with it)")
+def test_a_panic_reaches_python_as_a_panic_exception_not_a_data_error():
     for in_pool in (False, True):
-        with pytest.raises(_native.DataError, match="internal error in pudnet._native"):
+        with pytest.raises(BaseException, match="internal error in pudnet._native") as info:
             _native._panic_for_test(in_pool)
+        assert type(info.value).__name__ == "PanicException" and not isinstance(info.value, _native.DataError)
     assert issubclass(_native.DataError, ValueError)
     # the pool still works after a panic on a worker thread
     assert native.Sampler(np.repeat(np.arange(3), 5), [0, 1, 2], EpisodeSpec(2, 3, 1, 1), 0).batch(range(50))
+
+
+def test_switching_thread_counts_reuses_the_pools():
+    native.set_num_threads(1)
+    native.set_num_threads(2)
+    _native.num_threads()
+    before = _worker_threads()
+    for n in (1, 2, 1, 2, 1, 2):
+        native.set_num_threads(n)
+        assert _native.num_threads() == n
+    after = _worker_threads()
+    native.set_num_threads(0)
+    assert after == before  # the pools of 1 and 2 threads exist already: none was started again
+
+
+def _worker_threads() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/task"))
 
 
 def _wait(pid: int, timeout: float) -> int:

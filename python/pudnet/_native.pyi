@@ -85,4 +85,5 @@ def num_threads() -> int:
     """Worker threads parallel calls use now."""
 
 def _panic_for_test(in_pool: bool) -> None:
-    """Panics inside the guard (test hook): raises DataError."""
+    """Panics inside the guard: raises pyo3's PanicException (a BaseException). Only in builds with the
+    ``test-hooks`` feature (``make test``)."""

@@ -704,7 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pudnet {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
-    except Exception as e:  # noqa: BLE001 — every failure becomes one line and an exit code
+    except BaseException as e:  # noqa: BLE001 — every failure becomes one line and an exit code
+        if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+            raise  # SystemExit and the like; a native-core panic arrives as pyo3's PanicException
         code, message = _failure(e)
         print(f"pudnet {args.command}: {message}", file=sys.stderr)
         if code == INTERNAL and os.environ.get("PUDNET_TRACEBACK"):

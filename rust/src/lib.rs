@@ -59,7 +59,8 @@ fn sample_err(e: SampleError) -> PyErr {
     }
 }
 
-/// Runs a binding body, turning a panic into a `DataError` instead of letting it reach Python.
+/// Runs a binding body, turning a panic (a bug, never bad input) into `pyo3.PanicException` — named as
+/// such, not as a data error — instead of unwinding into Python.
 fn guarded<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -69,7 +70,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(NativeDataError::new_err(format!(
+            Err(pyo3::panic::PanicException::new_err(format!(
                 "{what}: internal error in pudnet._native (a bug, please report it): {msg}"
             )))
         }
@@ -256,9 +257,9 @@ fn gather_images<'py>(
         let idx = index
             .as_slice()
             .map_err(|_| PyValueError::new_err("index must be C-contiguous"))?;
-        let out = py
-            .allow_threads(|| pool::install(|| gather::gather(store, item, idx)))
-            .map_err(PyIndexError::new_err)?;
+        // The GIL stays held: with it released another Python thread could write to `images` while it is
+        // read. A gather copies one episode's images (well under a millisecond), so holding it costs little.
+        let out = pool::install(|| gather::gather(store, item, idx)).map_err(PyIndexError::new_err)?;
         let shape: Vec<usize> = index.shape().iter().chain(item_shape.iter()).copied().collect();
         to_array(py, &shape, out)
     })
@@ -400,7 +401,8 @@ fn num_threads() -> PyResult<usize> {
 }
 
 /// _panic_for_test(in_pool): panics inside the guard (on a worker thread if in_pool), to prove that no
-/// panic crosses into Python.
+/// panic unwinds into Python. Only in builds with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 #[pyfunction]
 fn _panic_for_test(py: Python<'_>, in_pool: bool) -> PyResult<()> {
     guarded("_panic_for_test", || {
@@ -437,6 +439,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gather_images, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    #[cfg(feature = "test-hooks")]
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! A fork-safe rayon thread pool.
+//! Fork-safe rayon thread pools, one per thread count.
 //!
 //! rayon's global pool is unusable in a child created by `fork()` (its worker threads do not exist
 //! there, so the first parallel call would wait forever). Every parallel call of this crate runs in
-//! [`pool()`], which remembers the process id it was built in and builds a fresh pool when called from
-//! another process (a forked DataLoader worker). No lock is taken, so a fork at any instant is safe; a
-//! replaced pool is leaked on purpose (its threads are gone in the child, or it is still referenced).
+//! [`pool()`]: the pool of the requested thread count, which remembers the process id it was built in and
+//! is built afresh when called from another process (a forked DataLoader worker). Pools live in one slot
+//! per thread count, so switching the count back and forth (`set_num_threads`) reuses them instead of
+//! starting new threads each time; a pool replaced after a fork is leaked on purpose (its threads are gone
+//! in the child). No lock is taken, so a fork at any instant is safe.
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -12,12 +14,14 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 struct Owned {
     pid: u32,
-    requested: usize,
     pool: ThreadPool,
 }
 
-static POOL: AtomicPtr<Owned> = AtomicPtr::new(std::ptr::null_mut());
-/// Requested thread count; 0 = `PUDNET_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the CPU count.
+/// Thread counts with a slot of their own; a larger request is served by the pool of this many.
+const MAX_THREADS: usize = 256;
+/// Slot 0: the default count (`PUDNET_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the CPU count).
+static POOLS: [AtomicPtr<Owned>; MAX_THREADS + 1] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_THREADS + 1];
+/// Requested thread count; 0 = the default.
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 
 /// The thread count to build a pool with (read when a pool is built, not on every call).
@@ -40,14 +44,15 @@ fn build(threads: usize) -> Option<ThreadPool> {
         .ok()
 }
 
-/// The pool of this process, built on first use (and again after a fork or `set_num_threads`).
+/// The pool of this process for the requested thread count, built on first use (and again after a fork).
 pub fn pool() -> &'static ThreadPool {
     let pid = std::process::id();
-    let requested = REQUESTED.load(Ordering::Relaxed);
-    let cur = POOL.load(Ordering::Acquire);
-    // SAFETY: pointers stored in POOL come from Box::into_raw and are never freed.
+    let requested = REQUESTED.load(Ordering::Relaxed).min(MAX_THREADS);
+    let slot = &POOLS[requested];
+    let cur = slot.load(Ordering::Acquire);
+    // SAFETY: pointers stored in POOLS come from Box::into_raw and are never freed.
     if let Some(owned) = unsafe { cur.as_ref() } {
-        if owned.pid == pid && owned.requested == requested {
+        if owned.pid == pid {
             return &owned.pool;
         }
     }
@@ -55,12 +60,12 @@ pub fn pool() -> &'static ThreadPool {
         Some(p) => p,
         None => build(1).expect("cannot start even one thread"),
     };
-    let new = Box::into_raw(Box::new(Owned { pid, requested, pool }));
-    match POOL.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+    let new = Box::into_raw(Box::new(Owned { pid, pool }));
+    match slot.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => unsafe { &(*new).pool },
-        Err(_) => {
-            // Another thread installed a pool first: use it; ours is leaked with the rest (rare).
-            let other = POOL.load(Ordering::Acquire);
+        Err(other) => {
+            // Another thread installed a pool first: use it, and drop ours (never shared, no worker busy).
+            drop(unsafe { Box::from_raw(new) });
             unsafe { &(*other).pool }
         }
     }
@@ -79,4 +84,22 @@ pub fn num_threads() -> usize {
 /// Runs `f` inside this process's pool.
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switching_the_thread_count_reuses_each_counts_pool() {
+        set_num_threads(2);
+        let two = pool() as *const ThreadPool;
+        set_num_threads(3);
+        let three = pool() as *const ThreadPool;
+        set_num_threads(2);
+        assert_eq!(pool() as *const ThreadPool, two);
+        assert_ne!(two, three);
+        assert_eq!(num_threads(), 2);
+        set_num_threads(0);
+    }
 }
