@@ -58,6 +58,7 @@ LABELS = {
     "noisy": "noisy input", "bm3d": "BM3D", "pretrained": "pretrained U-Net (training BN statistics)",
     "pretrained_collection_bn": "pretrained U-Net (collection BN statistics)",
     "pretrained_equal_budget": "pretrained U-Net trained as long as base + meta-training (collection BN)",
+    "pretrained_equal_budget_training_bn": "pretrained U-Net trained as long as base + meta-training (training BN)",
     **{f"scratch_{e}ep": f"U-Net from scratch, {e} epoch{'s' if e > 1 else ''} (blind-spot)" for e in EPOCHS},
     **{f"zs_n2n_{k}": f"Zero-Shot Noise2Noise, {k} steps" for k in ZS_N2N_STEPS}, "pudnet": "PudNet (predicted)", "pudnet_foreign": "PudNet, foreign collection",
 }
@@ -132,8 +133,10 @@ def score_pudnet(net: PudNet, clean: torch.Tensor, noisy: torch.Tensor, foreign:
 
 @torch.no_grad()
 def score_longer(unet: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> dict:
+    """The equal-budget U-Net with the collection's BatchNorm statistics and with its training ones."""
     module, seconds = _timed(lambda: collection_stats_module(unet, noisy))
-    return _scores({"pretrained_equal_budget": (module(noisy), seconds)}, clean)
+    return _scores({"pretrained_equal_budget": (module(noisy), seconds),
+                    "pretrained_equal_budget_training_bn": (unet(noisy), 0.0)}, clean)
 
 
 def _scores(outputs: dict[str, tuple[torch.Tensor, float]], clean: torch.Tensor) -> dict:
@@ -233,7 +236,8 @@ def summarise(rows: list[dict], settings: dict) -> dict:
     return result
 
 
-PAIRED = ("pretrained_collection_bn", "pretrained_equal_budget", "pretrained", "pudnet_foreign", "bm3d")
+PAIRED = ("pretrained_collection_bn", "pretrained", "pretrained_equal_budget", "pretrained_equal_budget_training_bn",
+          "pudnet_foreign", "bm3d")
 
 
 def _finite(x: float) -> float | None:
@@ -353,7 +357,7 @@ def summary_entries(result: dict, command: str) -> dict[str, dict]:
         m, paired = d["methods"], d["paired_psnr"]
         extra = {"collections": d["collections"], "sigma": result["settings"]["sigma"], "noise_model": NOISE_MODEL,
                  "checkpoint": result["settings"]["checkpoint"], "threads": result["threads"]}
-        for rival in ("pretrained_collection_bn", "pretrained_equal_budget", "pudnet_foreign", "bm3d"):
+        for rival in PAIRED:
             if f"pudnet_minus_{rival}" not in paired:
                 continue
             p = paired[f"pudnet_minus_{rival}"]
