@@ -375,7 +375,7 @@ def cmd_denoise(args) -> None:
     import torch
 
     from .model.pudnet import PudNet
-    from .tasks.denoising import NOISE_MODEL, add_noise, psnr, ssim
+    from .tasks.denoising import NOISE_MODEL, psnr, ssim
 
     clean, noisy = _denoise_inputs(args)
     net = PudNet.from_pretrained(args.checkpoint)

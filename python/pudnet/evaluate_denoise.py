@@ -28,13 +28,13 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_text
 from .denoise import collection_stats_module, load_unet
 from .evaluate import mean_ci
+from .frontier import append_row
 from .model.pudnet import PudNet
 from .pretrained import HERE as SHIPPED
 from .report import checkpoint_sha256, machine
@@ -194,8 +194,7 @@ def run(checkpoint: str | None, base: str, out: str | Path, domains: list[str], 
 
 
 def _append(path: Path, rows: dict, domain: str, index: int, scores: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps({"domain": domain, "index": index, "scores": scores}) + "\n")
+    append_row(path, {"domain": domain, "index": index, "scores": scores})
     rows[(domain, index)] = scores
 
 
