@@ -184,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="residual mode: the base weights learn at --lr times X (default 1)",
     )
     train.add_argument(
+        "--distill", choices=["params", "logits"], default=None,
+        help="amortised refinement (frozen-base presets): pull each task's predicted weights toward the frozen "
+        "base refined by --distill-steps steps on the task's own dataset, so that the forward pass does the "
+        "refinement's work; params = the unexplained fraction of the refinement's change to the refined "
+        "tensors, logits = KL of the queries' centroid probabilities (default: off)",
+    )
+    train.add_argument("--distill-weight", type=positive_float, default=1.0, metavar="W",
+                       help="weight of the --distill term (default 1)")
+    train.add_argument("--distill-steps", type=positive_int, default=10, metavar="K",
+                       help="refinement steps of the --distill teacher (default 10, as the shipped refinement)")
+    train.add_argument(
         "--validation", choices=["rotated-classes", "images"], default="rotated-classes",
         help="model selection (best.safetensors) on the held-out 10%% of each training class's images: "
         "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are",
@@ -492,7 +503,8 @@ def cmd_train(args) -> None:
             precision=args.precision, device=args.device, rotated_classes=args.rotated_classes,
             base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
             validation_degrees=args.validation_degrees, validate_every=args.validate_every,
-            task_pool=args.task_pool,
+            task_pool=args.task_pool, distill=args.distill, distill_weight=args.distill_weight,
+            distill_steps=args.distill_steps,
         )
         check_task_pool(model_config, config)
     except json.JSONDecodeError as e:

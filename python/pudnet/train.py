@@ -24,9 +24,10 @@ from .data.sampler import EpisodeSpec
 from .data.sampler import class_members
 from .data.store import ImageStore, hold_out, with_rotated_classes
 from .data.task_pool import ANGLE_MARGIN, TransformedClassStream, excluded_angle
-from .model.losses import TaskResult, meta_batch_losses
+from .model.losses import DISTILL_MODES, Distillation, TaskResult, meta_batch_losses
 from .model.config import PudNetConfig, check_number
 from .model.pudnet import PudNet
+from .model.refine import Refinement
 from .model.serialise import Checkpoint
 from .ops import NonFiniteError
 
@@ -42,9 +43,10 @@ BIG = 10**9
 INT_BOUNDS = {
     "steps": (0, BIG), "meta_batch": (1, BIG), "seed": (0, 2**63 - 1), "ways": (2, BIG), "sketch": (1, BIG),
     "support": (1, BIG), "query": (1, BIG), "checkpoint_every": (1, BIG), "log_every": (1, BIG),
-    "validate_every": (0, BIG), "validation_groups": (1, BIG),
+    "validate_every": (0, BIG), "validation_groups": (1, BIG), "distill_steps": (1, 1000),
 }
-FLOAT_BOUNDS = {"lr": (1e-12, 1e6), "validation_fraction": (1e-6, 0.5), "base_lr_scale": (0.0, 1e6)}
+FLOAT_BOUNDS = {"lr": (1e-12, 1e6), "validation_fraction": (1e-6, 0.5), "base_lr_scale": (0.0, 1e6),
+                "distill_weight": (1e-6, 1e6)}
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,6 +83,11 @@ class TrainConfig:
     task_pool: str = "classes"
     precision: str = "auto"  # pudnet.hardware: bf16 autocast where the device runs it natively, else fp32
     device: str = "auto"  # cpu, cuda, cuda:N; auto = a GPU if there is one (under torchrun: the local rank's)
+    # amortised refinement (model/losses.Distillation): pull each task's predicted weights toward the frozen
+    # base refined by `distill_steps` steps on the task's dataset; "params" or "logits", None = off
+    distill: str | None = None
+    distill_weight: float = 1.0
+    distill_steps: int = 10
 
     def __post_init__(self):
         for name, bounds in INT_BOUNDS.items():
@@ -95,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"task_pool must be one of {TASK_POOLS}, got {self.task_pool!r}")
         if self.task_pool == "transformed":
             self._check_transformed_pool()
+        if self.distill not in (None, *DISTILL_MODES):
+            raise ValueError(f"distill must be one of {DISTILL_MODES} or None, got {self.distill!r}")
         quarter_turn = self.validation_degrees % 90 == 0
         if self.validate_every and self.validation == "rotated-classes" and self.rotated_classes and quarter_turn:
             raise ValueError(
@@ -125,15 +134,27 @@ class TrainConfig:
     def spec(self) -> EpisodeSpec:
         return EpisodeSpec(self.ways, self.sketch, self.support, self.query)
 
+    def distillation(self, model_config: PudNetConfig) -> Distillation | None:
+        """The amortised-refinement term: the model's own refinement settings, ``distill_steps`` steps."""
+        if self.distill is None:
+            return None
+        refinement = Refinement(self.distill_steps, model_config.refine_lr, model_config.refine_last,
+                                model_config.refine_pseudo)
+        return Distillation(self.distill, self.distill_weight, refinement)
+
 
 def check_task_pool(model_config: PudNetConfig, config: TrainConfig) -> None:
     """A transformed pool has tens of thousands of classes, each drawn a few times in a run: a head over all
     of them cannot learn them, and a head over per-task permuted labels has targets its input cannot predict;
-    such a run trains the metric loss alone."""
+    such a run trains the metric loss alone. Distillation refines the frozen base, so it needs one."""
     if config.task_pool != "classes" and model_config.loss != "metric":
         raise ValueError(f"task_pool={config.task_pool!r} trains without the full-classification head: use "
                          f"PudNetConfig(loss='metric') (--model '{{\"loss\": \"metric\"}}'), not "
                          f"loss={model_config.loss!r}")
+    if config.distill and model_config.weight_mode != "frozen_base":
+        raise ValueError(f"distill={config.distill!r} pulls the predictions toward the refined frozen base: it "
+                         f"needs weight_mode 'frozen_base' (--preset frozen-base-prototypes), not "
+                         f"{model_config.weight_mode!r}")
 
 
 def task_stream(store: ImageStore, config: TrainConfig) -> EpisodeStream | TransformedClassStream:
@@ -218,20 +239,20 @@ class Validator:
         }
 
 
-LOGGED = tuple(TaskResult.__dataclass_fields__)  # loss, metric, full, kl, accuracy, contrast
+LOGGED = tuple(TaskResult.__dataclass_fields__)  # loss, metric, full, kl, accuracy, contrast, distill
 
 
 class MetaBatchLoss(nn.Module):
     """The losses of a meta-batch as one module call, so that DistributedDataParallel sees the whole
     forward (the hypernetwork, the target runs, the head and the temperature)."""
 
-    def __init__(self, net: PudNet, global_ids: Tensor):
+    def __init__(self, net: PudNet, global_ids: Tensor, distillation: Distillation | None = None):
         super().__init__()
-        self.net = net
+        self.net, self.distillation = net, distillation
         self.register_buffer("global_ids", global_ids, persistent=False)
 
     def forward(self, tasks) -> dict[str, Tensor]:
-        result = meta_batch_losses(self.net, tasks, self.global_ids)
+        result = meta_batch_losses(self.net, tasks, self.global_ids, self.distillation)
         return {name: getattr(result, name) for name in LOGGED}
 
 
@@ -259,8 +280,8 @@ class Trainer:
         self.stream = task_stream(store, config)
         global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
         global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
-        self.loss = distributed.wrap(MetaBatchLoss(net, global_ids.to(self.device)), world, self.device,
-                                     find_unused=net.config.loss == "metric")
+        losses = MetaBatchLoss(net, global_ids.to(self.device), config.distillation(net.config))
+        self.loss = distributed.wrap(losses, world, self.device, find_unused=net.config.loss == "metric")
         self.step = 0
         self.saved_step: int | None = None  # the step of the last training state written (always finite)
 

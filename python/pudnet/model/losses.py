@@ -1,8 +1,9 @@
-"""Task losses: metric (cosine to class centroids), full-classification head, KL consistency."""
+"""Task losses: metric (cosine to class centroids), full-classification head, KL consistency, and the
+amortised-refinement term (the forward pass pulled toward what prediction-time refinement reaches)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +11,12 @@ from torch import Tensor
 
 from ..data.episodes import TaskBatch
 from ..ops import centroids, cosine_logits
+from ..targets.base import Params
 from .pudnet import PudNet
+from .refine import Refinement, refine
 
 CONTRAST_MARGIN = 0.1
+DISTILL_MODES = ("params", "logits")
 
 
 @dataclass
@@ -23,10 +27,31 @@ class TaskResult:
     kl: Tensor
     accuracy: Tensor
     contrast: Tensor
+    distill: Tensor
 
 
-def metric_logits(net: PudNet, params: dict[str, Tensor], tasks: TaskBatch, index: int) -> tuple[Tensor, Tensor]:
-    """Centroid logits of task ``index``'s queries under ``params`` and the query features.
+@dataclass(frozen=True)
+class Distillation:
+    """Amortised refinement: each task's predicted weights are pulled toward the weights ``refinement`` reaches
+    from the frozen base on the task's own dataset (its sketch images, the support labelled), so that one
+    forward pass does what the refinement's gradient steps do. ``mode`` "params": the fraction of the
+    refinement's change to the refined tensors left unexplained, ‖student − teacher‖² / ‖teacher − base‖²
+    (1 at the base, 0 at the teacher); "logits": KL(teacher ‖ student) of the query's centroid probabilities at
+    the refinement's fixed temperature (the learned one would let the term grow with it)."""
+
+    mode: str
+    weight: float
+    refinement: Refinement
+
+    def __post_init__(self):
+        if self.mode not in DISTILL_MODES or self.weight <= 0:
+            raise ValueError(f"distillation needs a mode in {DISTILL_MODES} and a weight > 0, got {self}")
+
+
+def metric_logits(net: PudNet, params: dict[str, Tensor], tasks: TaskBatch, index: int,
+                  tau: float | Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Centroid logits of task ``index``'s queries under ``params`` (temperature ``tau``, default the
+    learned one) and the query features.
 
     The target's BatchNorm statistics come from the task's sketch images (the dataset the weights are
     predicted for); the queries are normalised with them and never contribute to them.
@@ -36,7 +61,7 @@ def metric_logits(net: PudNet, params: dict[str, Tensor], tasks: TaskBatch, inde
     query_features, _ = target.forward(params, tasks.query[index], stats)
     support = sketch_features[tasks.support_positions]
     centres = centroids(support, tasks.labels("support"), tasks.spec.ways)
-    return cosine_logits(query_features, centres, net.tau), query_features
+    return cosine_logits(query_features, centres, net.tau if tau is None else tau), query_features
 
 
 def task_losses(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int, global_ids: Tensor) -> TaskResult:
@@ -56,7 +81,7 @@ def task_losses(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int
         full = F.cross_entropy(head_logits, task_global[query_labels])
         if net.config.loss == "full":
             kl = metric_head_kl(logits, head_logits, task_global)
-    return TaskResult(metric + full + kl, metric, full, kl, accuracy, zero)
+    return TaskResult(metric + full + kl, metric, full, kl, accuracy, zero, zero)
 
 
 def contrast_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int, own_metric: Tensor) -> Tensor:
@@ -68,6 +93,32 @@ def contrast_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: i
     return F.relu(own_metric - foreign_metric + CONTRAST_MARGIN)
 
 
+def base_params(net: PudNet) -> Params:
+    """The frozen base a residual PudNet adds its predictions to."""
+    if net.config.weight_mode != "frozen_base":
+        raise ValueError("distillation refines the frozen base: it needs weight_mode 'frozen_base', got "
+                         f"{net.config.weight_mode!r}")
+    return {spec.name: getattr(net.base, spec.name.replace(".", "__")) for spec in net.specs}
+
+
+def distillation_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int,
+                      distillation: Distillation) -> Tensor:
+    """:class:`Distillation`'s term for task ``index`` (the teacher is computed here, without gradient)."""
+    base = base_params(net)
+    teacher = refine(net.target, base, tasks.sketch[index], tasks.sketch_labels[index], distillation.refinement)
+    student = net.params_of(weights, index)
+    if distillation.mode == "params":
+        names = [spec.name for spec in net.specs][-distillation.refinement.last:]
+        unexplained = [(student[n] - teacher[n]).pow(2).sum() / (teacher[n] - base[n]).pow(2).sum().clamp(min=1e-12)
+                       for n in names]
+        return torch.stack(unexplained).mean()
+    with torch.no_grad():
+        teacher_logits, _ = metric_logits(net, teacher, tasks, index, distillation.refinement.tau)
+    student_logits, _ = metric_logits(net, student, tasks, index, distillation.refinement.tau)
+    return F.kl_div(student_logits.log_softmax(-1), teacher_logits.log_softmax(-1), log_target=True,
+                    reduction="batchmean")
+
+
 def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tensor) -> Tensor:
     """KL(p_metric ‖ p_head), the metric probabilities zero-padded to all training classes."""
     p_metric = metric_logits.softmax(-1)
@@ -76,9 +127,11 @@ def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tens
     return (p_metric * (log_p_metric - log_p_head)).sum(-1).mean()
 
 
-def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor) -> TaskResult:
+def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor,
+                      distillation: Distillation | None = None) -> TaskResult:
     """Mean losses over the tasks of a meta-batch, their weights predicted in one forward pass; with
-    ``config.contrast`` > 0 (and more than one task) plus that weight times :func:`contrast_loss`."""
+    ``config.contrast`` > 0 (and more than one task) plus that weight times :func:`contrast_loss`, with a
+    ``distillation`` plus its weight times :func:`distillation_loss`."""
     labels = tasks.sketch_labels if net.config.sketch_support else None
     weights = net(tasks.sketch, labels)
     results = []
@@ -87,6 +140,9 @@ def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor) -> Task
         if net.config.contrast > 0 and len(tasks.sketch) > 1:
             result.contrast = contrast_loss(net, weights, tasks, b, result.metric)
             result.loss = result.loss + net.config.contrast * result.contrast
+        if distillation is not None:
+            result.distill = distillation_loss(net, weights, tasks, b, distillation)
+            result.loss = result.loss + distillation.weight * result.distill
         results.append(result)
     mean = lambda name: torch.stack([getattr(r, name) for r in results]).mean()  # noqa: E731
-    return TaskResult(*(mean(name) for name in ("loss", "metric", "full", "kl", "accuracy", "contrast")))
+    return TaskResult(*(mean(f.name) for f in fields(TaskResult)))
