@@ -100,7 +100,7 @@ def test_wrong_channel_count_is_refused_before_any_computation(checkpoint, small
 
 def test_a_tensor_as_support_is_a_clear_type_error(checkpoint, small_fashion):
     net = pudnet.PudNet.from_pretrained(str(checkpoint))
-    with pytest.raises(TypeError, match="support must be an ImageStore of labelled images.*got Tensor"):
+    with pytest.raises(TypeError, match=r"support must be an ImageStore .* or \(images, labels\), got Tensor"):
         net.predict(small_fashion, support=small_fashion.labelled(per_class=2).tensor())
 
 

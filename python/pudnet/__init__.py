@@ -13,8 +13,7 @@ from .classifier import CentroidClassifier
 from .data.sampler import TooFewImagesError
 from .data.store import DataError, ImageStore
 from .model.config import PudNetConfig
-from .model.pudnet import PudNet
-from .pretrained import available as pretrained_names
+from .model.pudnet import PudNet, pretrained_names
 from .targets import Target
 
 __version__ = "0.1.0"

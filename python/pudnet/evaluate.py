@@ -107,8 +107,11 @@ class Evaluator:
         return self.foreign.batch([index]).to(self.device)
 
     def predict(self, net: PudNet, tasks: TaskBatch) -> Params:
-        labels = tasks.sketch_labels[0] if net.config.uses_labels else None
-        params, _ = net.predict_params(tasks.sketch[0], labels, self.config.precision)
+        """PudNet's parameters for the group's dataset, through the public path (:meth:`PudNet.predict`'s):
+        the dataset and its labelled support as a user holds them."""
+        dataset = tasks.sketch[0]
+        support = (dataset[tasks.support_positions], tasks.labels("support"))
+        params, _ = net.predict_params(*net.labelled_dataset(dataset, support), self.config.precision)
         return params
 
     def scoring(self):

@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import hardware
-from ..data.store import ImageStore
+from ..data import inputs
 from ..ops import check_finite
+from .. import pretrained
 from ..pretrained import path_of
 from ..targets import BUILT_IN, Target, make_target, register
 from ..targets.base import STATS_CHUNK, Params, Stats
@@ -222,8 +223,8 @@ class PudNet(nn.Module):
         statistics are within ~0.6% of a standard deviation of the float32 ones).
 
         Memory and time stay bounded whatever the dataset's size: the sketch sees ``config.sketch_images``
-        images (with 0, every image, streamed in chunks like the statistics), the refinement at most :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm
-        statistics at most :data:`STATS_IMAGES` (each: every image of a smaller dataset, else every labelled
+        images (with 0, every image, streamed in chunks like the statistics), the refinement at most
+        :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm statistics at most :data:`STATS_IMAGES` (each: every image of a smaller dataset, else every labelled
         one and the others evenly spaced); the statistics are streamed in chunks, exactly
         (:meth:`Target.dataset_stats`; ``progress``: a progress bar while they are).
         """
@@ -247,37 +248,37 @@ class PudNet(nn.Module):
                   disable=not progress or len(images) <= STATS_CHUNK) as bar:
             return self.target.dataset_stats(params, images, STATS_CHUNK, bar.update)
 
-    def predict(self, data: ImageStore | Tensor, support: ImageStore | None = None, precision: str = "auto",
+    def predict(self, data: inputs.Images, support: inputs.Support | None = None, precision: str = "auto",
                 progress: bool = False) -> nn.Module:
         """A ready ``torch.nn.Module`` (eval mode, on this PudNet's device) with weights predicted for ``data``
         (``precision``: see :meth:`predict_weights`).
 
-        ``data`` is an :class:`ImageStore` or images [N, C, H, W] (uint8, or floats in [0, 1]). A PudNet whose
-        sketch sees labelled samples, or that refines its weights, needs ``support`` (e.g.
-        ``data.labelled(per_class=10)``); its images join the dataset with their labels. Memory is bounded
-        (:meth:`predict_params`); ``progress`` shows a bar for the long phase of a large dataset.
+        ``data``: an :class:`ImageStore`, images [N, C, H, W] as a tensor or numpy array (uint8, or floats in
+        [0, 1]), or an image folder (read at the target's size). A PudNet whose sketch sees labelled samples, or
+        that refines its weights, needs ``support``: an ImageStore (e.g. ``data.labelled(per_class=10)``) or
+        ``(images, labels)`` (any integer class ids); support images that are images of ``data`` are counted
+        once (:meth:`labelled_dataset`). Memory is bounded (:meth:`predict_params`); ``progress`` shows a bar
+        for the long phase of a large dataset.
         """
-        images = self._checked_images(data.tensor() if isinstance(data, ImageStore) else data)
-        labels = None
-        if self.config.uses_labels:
-            labelled, known = self._checked_support(support)
-            images = torch.cat([images, labelled])
-            labels = torch.cat([torch.full((len(images) - len(known),), -1, dtype=torch.long), known])
-        params, stats = self.predict_params(images, labels, precision, progress)
+        params, stats = self.predict_params(*self.labelled_dataset(data, support), precision, progress)
         return self.target.to_module(params, stats)
 
-    def _checked_support(self, support: object) -> tuple[Tensor, Tensor]:
-        """The images of ``support`` as floats and their labels as class indices 0..K−1."""
+    def labelled_dataset(self, data: inputs.Images, support: inputs.Support | None = None
+                         ) -> tuple[Tensor, Tensor | None]:
+        """``data`` as images and, where this PudNet reads labelled samples, one label per image (−1 =
+        unlabelled) from ``support`` (:mod:`pudnet.data.inputs`); what :meth:`predict` and the evaluation
+        protocol predict from."""
+        size = self.config.target_kwargs.get("image_size")
+        images = inputs.images_of(data, self.target.in_channels, size)
+        if not self.config.uses_labels:
+            return images, None
         if support is None:
-            raise ValueError("this PudNet needs labelled samples: predict(data, support=data.labelled(10))")
-        if not isinstance(support, ImageStore):
-            raise TypeError(f"support must be an ImageStore of labelled images (e.g. data.labelled(per_class=10)), "
-                            f"got {type(support).__name__}")
-        if len(support.classes) < 2:
-            raise ValueError(f"{support.source}: support needs at least 2 classes, got {len(support.classes)}")
-        classes = {c: i for i, c in enumerate(support.classes)}
-        labels = torch.tensor([classes[int(c)] for c in support.labels])
-        return self._checked_images(support.tensor()), labels
+            reason = "its sketch reads class prototypes" if self.config.sketch_support else "it refines on them"
+            raise ValueError(f"this PudNet needs labelled samples ({reason}): predict(data, "
+                             "support=data.labelled(10)) or support=(images, labels); "
+                             "pudnet.pretrained_names(needs_labels=False) lists the shipped checkpoints that do not")
+        labelled, labels = inputs.labelled_of(support, self.target.in_channels, size)
+        return inputs.with_support(images, labelled, labels)
 
     def _on_device(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         device = self.device
@@ -287,24 +288,9 @@ class PudNet(nn.Module):
         """``images`` [N, C, H, W] of this PudNet's channel count as floats in [0, 1] (uint8 is divided by 255),
         or a clear error before any computation."""
         if not isinstance(images, Tensor):
-            raise TypeError(f"expected an ImageStore or a tensor of images, got {type(images).__name__}")
-        expected = self.target.in_channels
-        if images.dim() != 4 or images.shape[1] != expected:
-            raise ValueError(
-                f"images must be [N, {expected}, H, W] for this PudNet ({self.config.target}, "
-                f"{expected} channel(s)), got {list(images.shape)}"
-            )
-        if images.dtype == torch.uint8:
-            return images.float() / 255.0
-        if not images.is_floating_point():
-            raise TypeError(f"images must be uint8 or floats in [0, 1], got {images.dtype}")
-        if bool(torch.isnan(images).any()):
-            raise ValueError("the images contain NaN values")
-        low, high = (float(v) for v in images.aminmax())
-        if low < 0 or high > 1:
-            raise ValueError(f"float images must lie in [0, 1], these span [{low:g}, {high:g}] "
-                             "(divide 0–255 values by 255, or pass uint8)")
-        return images.float()
+            raise TypeError(f"expected a tensor of images [N, {self.target.in_channels}, H, W], got "
+                            f"{type(images).__name__}")
+        return inputs.images_of(images, self.target.in_channels, None, f"images for this PudNet ({self.config.target})")
 
     def _check_labels(self, images: Tensor, labels: Tensor | None) -> None:
         if len(images) < 2:
@@ -320,6 +306,15 @@ class PudNet(nn.Module):
     def params_of(self, weights: list[Tensor], index: int) -> Params:
         """The parameter dict of dataset ``index`` of a meta-batch."""
         return {spec.name: w[index] for spec, w in zip(self.specs, weights)}
+
+
+def pretrained_names(needs_labels: bool | None = None) -> list[str]:
+    """The shipped checkpoints (for :meth:`PudNet.from_pretrained`); ``needs_labels`` True / False: only those
+    whose ``predict`` needs / does not need labelled samples (``support``)."""
+    names = pretrained.available()
+    if needs_labels is None:
+        return names
+    return [n for n in names if serialise.read_config(path_of(n)).uses_labels == needs_labels]
 
 
 def _at_most(cap: int, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

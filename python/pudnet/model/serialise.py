@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, atomic_save, check_state, read_safetensors
+from ..checkpoint import CheckpointError, atomic_save, check_state, read_metadata, read_safetensors
 from ..ops import NonFiniteError, check_finite
 from .config import PudNetConfig
 
@@ -68,6 +68,14 @@ def read(build: Build, path: str | os.PathLike, target: str | None = None) -> Ch
     except NonFiniteError as e:
         raise CheckpointError(str(e)) from None
     return Checkpoint(config, model, training, _extra_of(path, metadata))
+
+
+def read_config(path: str | os.PathLike) -> PudNetConfig:
+    """The config of the checkpoint at ``path``, from its header alone."""
+    metadata = read_metadata(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a PudNet checkpoint (format {metadata.get('format')!r})")
+    return _config_of(path, metadata)
 
 
 def expected_state(build: Build, config: PudNetConfig, path: str | os.PathLike = "<config>"
