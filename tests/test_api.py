@@ -63,7 +63,7 @@ def test_cli_help_lists_every_command(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert all(c in out for c in ("train", "predict", "eval", "bench", "data"))
+    assert all(c in out for c in ("train", "predict", "eval", "bench", "data", "release", "denoise"))
 
 
 def test_cli_predict_writes_a_loadable_state_dict(tmp_path, tiny_checkpoint, small_fashion, monkeypatch):

@@ -327,12 +327,53 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hardware(bench, default_device="cpu")
 
     _add_denoise_commands(commands)
+    _add_release_command(commands)
 
     data = commands.add_parser("data", help="describe a dataset (images, shape, images per class)")
     data.add_argument("--folder", metavar="DIR", type=existing_folder, help="an image folder instead of Fashion-MNIST")
     data.add_argument("--split", default="train", choices=["train", "test"])
     _add_data(data)
     return parser
+
+
+def _add_release_command(commands) -> None:
+    release = commands.add_parser(
+        "release", help="turn a trained checkpoint into a shipped one (its prediction-time refinement set)",
+        description="Copy a trained checkpoint (e.g. RUN/best.safetensors) to OUT with the prediction policy "
+        "given here — the refinement of the predicted weights on the dataset (model/refine.py; --refine-steps 0 "
+        "= none: one forward pass) — the weights unchanged, and the source's sha256, step and validation in the "
+        "metadata. The shipped fashion-convnet3 is `pudnet release runs/e9_frozen_pre_rot45/best.safetensors "
+        "python/pudnet/pretrained/fashion-convnet3.safetensors --refine-steps 10`.",
+    )
+    release.add_argument("checkpoint", type=existing_file, help="trained checkpoint file")
+    release.add_argument("out", type=output_file, help="released checkpoint file (.safetensors, written atomically)")
+    release.add_argument("--refine-steps", type=non_negative_int, default=0, metavar="K",
+                         help="SGD steps on the dataset at prediction (default 0: none)")
+    release.add_argument("--refine-lr", type=positive_float, default=0.2, help="their learning rate (default 0.2)")
+    release.add_argument("--refine-last", type=positive_int, default=3, metavar="N",
+                         help="trailing parameter tensors refined (default 3: ConvNet-3's conv3, bn3)")
+    release.add_argument("--refine-pseudo", type=non_negative_float, default=1.0, metavar="W",
+                         help="weight of the pseudo-labels of the unlabelled images (default 1)")
+
+
+def cmd_release(args) -> None:
+    from dataclasses import replace
+
+    from .model.pudnet import PudNet
+    from .report import checkpoint_sha256
+
+    state = PudNet.read_checkpoint(args.checkpoint)
+    try:
+        config = replace(state.config, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
+                         refine_last=args.refine_last, refine_pseudo=args.refine_pseudo)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    net = PudNet(config)
+    net.load_state_dict(state.model, strict=True)
+    provenance = {"source": str(args.checkpoint), "source_sha256": checkpoint_sha256(args.checkpoint)}
+    kept = {k: v for k, v in state.extra.items() if k in ("step", "validation", "train")}
+    net.save_pretrained(args.out, **kept, released_from=provenance)
+    print(f"{args.checkpoint} -> {args.out}: refinement {config.refinement}")
 
 
 def _add_denoise_commands(commands) -> None:
@@ -710,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     command = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "bench": cmd_bench, "data": cmd_data,
-               "train-denoiser": cmd_train_denoiser, "denoise": cmd_denoise}
+               "train-denoiser": cmd_train_denoiser, "denoise": cmd_denoise, "release": cmd_release}
     try:
         command[args.command](args)
     except KeyboardInterrupt:

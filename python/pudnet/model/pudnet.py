@@ -102,13 +102,13 @@ class PudNet(nn.Module):
         """A shipped checkpoint by name (``pudnet.pretrained_names()``) or a checkpoint file, in eval mode, on
         ``device`` (``"auto"``: a GPU if there is one); ``target`` checks the architecture."""
         device = hardware.resolve_device(device)  # a device that is not there fails before the file is read
-        return cls.from_checkpoint(cls.read_checkpoint(path_of(name_or_path), target), device)
+        return cls.from_checkpoint(cls.read_checkpoint(name_or_path, target), device)
 
     @classmethod
-    def read_checkpoint(cls, path: str | os.PathLike, target: str | None = None) -> Checkpoint:
-        """The validated contents of a checkpoint file (config, model tensors, a training state's tensors, extra
-        metadata) without building a network (:mod:`pudnet.model.serialise`)."""
-        return serialise.read(cls, path, target)
+    def read_checkpoint(cls, name_or_path: str | os.PathLike, target: str | None = None) -> Checkpoint:
+        """The validated contents of a shipped checkpoint or a checkpoint file (config, model tensors, a training
+        state's tensors, extra metadata) without building a network (:mod:`pudnet.model.serialise`)."""
+        return serialise.read(cls, path_of(name_or_path), target)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> "PudNet":
