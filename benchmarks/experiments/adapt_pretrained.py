@@ -17,17 +17,17 @@ import argparse
 import json
 
 import torch
+
+from pools import validation_evaluator
 import torch.nn.functional as F
 
 from pudnet.baselines import shipped_path
 from pudnet.baselines.common import load_baseline
-from pudnet.data import datasets
 from pudnet.evaluate import accuracy_with, mean_ci
 from pudnet.model.pudnet import PudNet
 from pudnet.model.refine import refinement_loss
 from pudnet.ops import centroids, cosine_logits
 from pudnet.targets import make_target
-from pudnet.train import TrainConfig, Validator, holdout_split
 
 KINDS = ("sgd", "pl", "ent")
 
@@ -75,11 +75,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = TrainConfig(validate_every=1, validation_groups=args.groups, validation_degrees=args.degrees,
-                         seed=args.seed)
-    _, sketch, query = holdout_split(datasets.fashion_mnist("train"), config.train_classes,
-                                     config.validation_fraction)
-    evaluator = Validator(sketch, query, config).evaluator
+    _, evaluator = validation_evaluator(args.groups, args.degrees, args.seed)
     target = make_target("convnet3", in_channels=1, image_size=28)
     pretrained, _ = load_baseline(shipped_path("pretrained", target), target)
     net = PudNet.from_pretrained(args.checkpoint) if args.checkpoint else None

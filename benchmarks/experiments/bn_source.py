@@ -9,12 +9,12 @@ import json
 
 import torch
 
+from pools import validation_evaluator
+
 from pudnet.baselines import shipped_path
 from pudnet.baselines.common import load_baseline
-from pudnet.data import datasets
 from pudnet.evaluate import accuracy_with, mean_ci
 from pudnet.targets import make_target
-from pudnet.train import TrainConfig, Validator, holdout_split
 
 
 def mixed(dataset_stats, training_stats, share):
@@ -37,11 +37,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = TrainConfig(validate_every=1, validation_groups=args.groups, validation_degrees=args.degrees,
-                         seed=args.seed)
-    kept, sketch, query = holdout_split(datasets.fashion_mnist("train"), config.train_classes,
-                                        config.validation_fraction)
-    evaluator = Validator(sketch, query, config).evaluator
+    kept, evaluator = validation_evaluator(args.groups, args.degrees, args.seed)
     target = make_target("convnet3", in_channels=1, image_size=28)
     params, _ = load_baseline(shipped_path("pretrained", target), target)
     spaced = torch.linspace(0, len(kept) - 1, 3000).long().numpy()

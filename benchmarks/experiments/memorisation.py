@@ -12,16 +12,15 @@ Tasks: the training images left after the validation hold-out, episode seed 4242
 import argparse
 import json
 import math
-from dataclasses import replace
 
 import torch
 
-from pudnet.data import datasets
-from pudnet.data.store import with_rotated_classes
+from pools import training_pools
+
 from pudnet.model.losses import metric_logits
 from pudnet.model.config import PudNetConfig
 from pudnet.model.pudnet import PudNet
-from pudnet.train import TrainConfig, holdout_split, load_base, task_stream
+from pudnet.train import load_base
 
 BASE = "python/pudnet/baselines/weights/pretrained-convnet3.safetensors"
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,13 +31,7 @@ parser.add_argument("--threads", type=int, default=1)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
-kept, _, _ = holdout_split(datasets.fashion_mnist("train"), [0, 1, 2, 3, 4, 5], 0.1)
-streams = {}
-for pool in ("classes", "transformed"):
-    config = TrainConfig(task_pool=pool, validation_degrees=45, seed=424242)
-    store, classes = (with_rotated_classes(kept, config.train_classes) if pool == "classes"
-                      else (kept, config.train_classes))
-    streams[pool] = task_stream(store, replace(config, train_classes=classes))
+streams = training_pools()
 
 models = [(path, PudNet.from_pretrained(path), PudNet.read_checkpoint(path).extra) for path in args.checkpoints]
 if args.start:

@@ -13,17 +13,15 @@ BatchNorm statistics and centroids) on training-pool tasks, with pretrained and 
 import argparse
 import json
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
+from pools import training_pools
+
 from pudnet.baselines.common import default_target, load_baseline
-from pudnet.data import datasets
-from pudnet.data.store import with_rotated_classes
 from pudnet.evaluate import accuracy_with
 from pudnet.model.refine import Refinement, refine
-from pudnet.train import TrainConfig, holdout_split, task_stream
 
 BASE = "python/pudnet/baselines/weights/pretrained-convnet3.safetensors"
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +35,6 @@ etas = [float(e) for e in args.etas.split(",")]
 
 target = default_target()
 base, _ = load_baseline(BASE, target)
-kept, _, _ = holdout_split(datasets.fashion_mnist("train"), [0, 1, 2, 3, 4, 5], 0.1)
 
 
 def between_class_scatter(images, labels) -> torch.Tensor:
@@ -59,11 +56,7 @@ def with_prototype_term(eta, scatter):
     return base | {"conv3.weight": (flat + eta * flat @ scatter).view_as(w)}
 
 
-for pool in ("classes", "transformed"):
-    config = TrainConfig(task_pool=pool, validation_degrees=45, seed=424242)
-    store, classes = (with_rotated_classes(kept, config.train_classes) if pool == "classes"
-                      else (kept, config.train_classes))
-    stream = task_stream(store, replace(config, train_classes=classes))
+for pool, stream in training_pools().items():
     rows = []
     for first in range(0, args.tasks, 4):
         tasks = stream.batch(list(range(first, first + 4)))

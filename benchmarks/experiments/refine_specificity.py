@@ -10,16 +10,14 @@ the dataset has something to learn; ≈ 0 means the refinement is a shared shift
 import argparse
 import json
 import math
-from dataclasses import replace
 
 import torch
 
+from pools import training_pools
+
 from pudnet.baselines.common import default_target, load_baseline
-from pudnet.data import datasets
-from pudnet.data.store import with_rotated_classes
 from pudnet.evaluate import accuracy_with
 from pudnet.model.refine import Refinement, refine
-from pudnet.train import TrainConfig, holdout_split, task_stream
 
 BASE = "python/pudnet/baselines/weights/pretrained-convnet3.safetensors"
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,13 +30,7 @@ torch.set_num_threads(args.threads)
 target = default_target()
 base, _ = load_baseline(BASE, target)
 refinement = Refinement(args.steps)
-kept, _, _ = holdout_split(datasets.fashion_mnist("train"), [0, 1, 2, 3, 4, 5], 0.1)
-streams = {}
-for pool in ("classes", "transformed"):
-    config = TrainConfig(task_pool=pool, validation_degrees=45, seed=424242)
-    store, classes = (with_rotated_classes(kept, config.train_classes) if pool == "classes"
-                      else (kept, config.train_classes))
-    streams[pool] = task_stream(store, replace(config, train_classes=classes))
+streams = training_pools()
 
 
 def ci(values: torch.Tensor) -> float:

@@ -108,15 +108,19 @@ def distillation_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, inde
     teacher = refine(net.target, base, tasks.sketch[index], tasks.sketch_labels[index], distillation.refinement)
     student = net.params_of(weights, index)
     if distillation.mode == "params":
-        names = [spec.name for spec in net.specs][-distillation.refinement.last:]
-        unexplained = [(student[n] - teacher[n]).pow(2).sum() / (teacher[n] - base[n]).pow(2).sum().clamp(min=1e-12)
-                       for n in names]
-        return torch.stack(unexplained).mean()
+        return unexplained_change(student, teacher, base, [s.name for s in net.specs][-distillation.refinement.last:])
     with torch.no_grad():
         teacher_logits, _ = metric_logits(net, teacher, tasks, index, distillation.refinement.tau)
     student_logits, _ = metric_logits(net, student, tasks, index, distillation.refinement.tau)
     return F.kl_div(student_logits.log_softmax(-1), teacher_logits.log_softmax(-1), log_target=True,
                     reduction="batchmean")
+
+
+def unexplained_change(student: Params, teacher: Params, base: Params, names: list[str]) -> Tensor:
+    """Mean over ``names`` of ‖student − teacher‖² / ‖teacher − base‖²: 1 at the base, 0 at the teacher."""
+    fractions = [(student[n] - teacher[n]).pow(2).sum() / (teacher[n] - base[n]).pow(2).sum().clamp(min=1e-12)
+                 for n in names]
+    return torch.stack(fractions).mean()
 
 
 def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tensor) -> Tensor:
