@@ -8,7 +8,7 @@ import torch
 
 from pudnet.cli import USAGE, main
 from pudnet.data.episodes import EpisodeStream
-from pudnet.model.losses import Distillation, base_params, distillation_loss
+from pudnet.model.losses import Distillation, distillation_loss
 from pudnet.model.pudnet import PudNet
 from pudnet.model.refine import Refinement, refine
 from pudnet.train import METRICS, TrainConfig, check_task_pool, train
@@ -30,7 +30,7 @@ def stacked(params_per_task: list[dict], net: PudNet) -> list[torch.Tensor]:
 def test_the_params_term_is_one_at_the_base_and_zero_at_the_refined_base(tasks):
     torch.manual_seed(0)
     net = PudNet(FROZEN)
-    base = base_params(net)
+    base = net.base_params()
     distillation = Distillation("params", 1.0, REFINEMENT)
     teachers = [refine(net.target, base, tasks.sketch[b], tasks.sketch_labels[b], REFINEMENT) for b in range(2)]
     at_base = stacked([base, base], net)
@@ -44,7 +44,7 @@ def test_the_params_term_is_one_at_the_base_and_zero_at_the_refined_base(tasks):
 def test_the_logits_term_is_zero_at_the_teacher_and_positive_elsewhere(tasks):
     torch.manual_seed(0)
     net = PudNet(FROZEN)
-    base = base_params(net)
+    base = net.base_params()
     distillation = Distillation("logits", 1.0, REFINEMENT)
     teacher = refine(net.target, base, tasks.sketch[0], tasks.sketch_labels[0], REFINEMENT)
     assert distillation_loss(net, stacked([teacher, base], net), tasks, 0, distillation).item() == \
@@ -60,8 +60,8 @@ def test_distillation_needs_a_frozen_base_and_a_known_mode():
     check_task_pool(FROZEN, TrainConfig(distill="params"))
     with pytest.raises(ValueError, match="weight > 0"):
         Distillation("params", 0.0, REFINEMENT)
-    with pytest.raises(ValueError, match="frozen_base"):
-        base_params(PudNet(MODEL))
+    with pytest.raises(ValueError, match="has no base"):
+        PudNet(MODEL).base_params()
 
 
 def test_the_cli_refuses_distillation_without_a_frozen_base(tmp_path, capsys):

@@ -17,7 +17,7 @@ import torch
 from pudnet.data import datasets
 from pudnet.evaluate import accuracy_with
 from pudnet.model.config import PudNetConfig
-from pudnet.model.losses import base_params, unexplained_change
+from pudnet.model.losses import unexplained_change
 from pudnet.model.pudnet import PudNet
 from pudnet.model.refine import Refinement, refine
 from pudnet.train import TrainConfig, holdout_split, load_base, task_stream
@@ -37,7 +37,7 @@ torch.manual_seed(0)
 
 net = PudNet(PudNetConfig.preset("frozen-base-prototypes", loss="metric", **json.loads(args.model)))
 load_base(net, BASE)
-base = {k: v.clone() for k, v in base_params(net).items()}
+base = {k: v.clone() for k, v in net.base_params().items()}
 names = [s.name for s in net.specs][-3:]
 kept, _, _ = holdout_split(datasets.fashion_mnist("train"), [0, 1, 2, 3, 4, 5], 0.1)
 stream = task_stream(kept, TrainConfig(task_pool="transformed", validation_degrees=45, seed=424242))

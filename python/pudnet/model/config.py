@@ -22,7 +22,7 @@ FLOAT_BOUNDS = {
     "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "whiten_shrinkage": (0.0, 1.0),
     "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0), "contrast": (0.0, 100.0), "tau_init": (1e-3, 1e4),
 }
-BOOL_FIELDS = ("use_ahru", "sketch_support", "whiten", "learn_tau")
+BOOL_FIELDS = ("use_ahru", "sketch_support", "whiten", "learn_tau", "prototype_update")
 TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
 OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
 
@@ -57,6 +57,9 @@ class PudNetConfig:
     # evenly spaced): meta-training's datasets have 200 (4 classes × 50), and the sketch encoder's pass is
     # most of a prediction's time; 0 sketches every image
     sketch_images: int = 200
+    # add a learned update of the last 3×3 convolution built from the labelled class prototypes of the dataset
+    # under the base (model/prototype.py; residual modes)
+    prototype_update: bool = False
     # at prediction, decorrelate the last convolution's output channels on the dataset (closed form; ConvNet-3)
     whiten: bool = False
     whiten_shrinkage: float = 0.1
@@ -86,6 +89,9 @@ class PudNetConfig:
         for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.prototype_update and self.weight_mode == "paper":
+            raise ValueError("prototype_update changes a base's last convolution: it needs weight_mode "
+                             "'residual' or 'frozen_base'")
         self._check_target()
 
     def _check_target(self) -> None:
@@ -108,7 +114,7 @@ class PudNetConfig:
     @property
     def uses_labels(self) -> bool:
         """Whether a prediction needs labelled samples (the sketch sees prototypes, or the refinement)."""
-        return self.sketch_support or self.refine_steps > 0
+        return self.sketch_support or self.refine_steps > 0 or self.prototype_update
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,7 +144,11 @@ PRESETS: dict[str, dict] = {
     # the same with the base frozen (at the pretrained baseline, `--base-from`) and the residual starting at 2%
     # of He scale
     "frozen-base-prototypes": {"weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02},
-    # the shipped default: that, with its predictions refined on the dataset (model/refine.py)
+    # the frozen base with the residual and the class-prototype update of the last convolution (model/prototype.py)
+    "frozen-base-prototype-update": {
+        "weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02, "prototype_update": True,
+    },
+    # the shipped default: frozen-base-prototypes with its predictions refined on the dataset (model/refine.py)
     "frozen-base-prototypes-refined": {
         "weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02, "refine_steps": 10,
     },

@@ -93,18 +93,13 @@ def contrast_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: i
     return F.relu(own_metric - foreign_metric + CONTRAST_MARGIN)
 
 
-def base_params(net: PudNet) -> Params:
-    """The frozen base a residual PudNet adds its predictions to."""
-    if net.config.weight_mode != "frozen_base":
-        raise ValueError("distillation refines the frozen base: it needs weight_mode 'frozen_base', got "
-                         f"{net.config.weight_mode!r}")
-    return {spec.name: getattr(net.base, spec.name.replace(".", "__")) for spec in net.specs}
-
-
 def distillation_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int,
                       distillation: Distillation) -> Tensor:
     """:class:`Distillation`'s term for task ``index`` (the teacher is computed here, without gradient)."""
-    base = base_params(net)
+    if net.config.weight_mode != "frozen_base":
+        raise ValueError("distillation refines the frozen base: it needs weight_mode 'frozen_base', got "
+                         f"{net.config.weight_mode!r}")
+    base = net.base_params()
     teacher = refine(net.target, base, tasks.sketch[index], tasks.sketch_labels[index], distillation.refinement)
     student = net.params_of(weights, index)
     if distillation.mode == "params":
