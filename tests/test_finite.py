@@ -51,7 +51,7 @@ def test_non_finite_checkpoints_are_neither_written_nor_loaded(tmp_path):
     with pytest.raises(NonFiniteError, match="'embed.weight'"):
         net.save_pretrained(tmp_path / "c.safetensors")
     assert not list(tmp_path.iterdir())
-    meta = {"format": "pudnet-checkpoint-v1", "config": json.dumps(net.config.to_dict())}
+    meta = {"format": "pudnet-checkpoint-v2", "config": json.dumps(net.config.to_dict())}
     save_file(dict(net.state_dict()), tmp_path / "c.safetensors", metadata=meta)  # written by something else
     with pytest.raises(CheckpointError, match="c.safetensors.*'embed.weight' holds NaN"):
         PudNet.from_pretrained(tmp_path / "c.safetensors")

@@ -68,8 +68,8 @@ def test_generated_matrices_are_well_conditioned(small_fashion):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"use_ahru": False}, {"loss": "metric"}, {"loss": "no_kl"}, {"weight_mode": "residual"}, {"weight_mode": "frozen_base"},
-     {"sketch_support": True}, {"contrast": 1.0}],
-    ids=["paper", "no-ahru", "metric-only", "no-kl", "residual", "frozen-base", "sketch-support", "contrast"],
+     {"sketch_support": True}],
+    ids=["paper", "no-ahru", "metric-only", "no-kl", "residual", "frozen-base", "sketch-support"],
 )
 def test_every_variant_trains_end_to_end(small_fashion, overrides):
     net = tiny(**overrides)
@@ -87,27 +87,6 @@ def test_every_variant_trains_end_to_end(small_fashion, overrides):
         assert net.ahru is None
     else:
         assert grads["ahru.w_h"].abs().sum() > 0
-
-
-def test_contrast_term_compares_own_with_the_next_tasks_weights(small_fashion):
-    from pudnet.model.losses import CONTRAST_MARGIN, metric_logits
-
-    net = tiny(contrast=2.0)
-    batch = tasks(small_fashion, n=2)
-    with_contrast = meta_batch_losses(net, batch, global_ids())
-    weights = net(batch.sketch)
-    hinges = []
-    for b, other in ((0, 1), (1, 0)):
-        own, _ = metric_logits(net, net.params_of(weights, b), batch, b)
-        foreign, _ = metric_logits(net, net.params_of(weights, other), batch, b)
-        ce = lambda logits: torch.nn.functional.cross_entropy(logits, batch.labels("query"))  # noqa: E731
-        hinges.append(torch.relu(ce(own) - ce(foreign) + CONTRAST_MARGIN))
-    expected = torch.stack(hinges).mean()
-    torch.testing.assert_close(with_contrast.contrast, expected)
-    net.config.contrast = 0.0
-    without = meta_batch_losses(net, batch, global_ids())
-    assert without.contrast.item() == 0
-    torch.testing.assert_close(with_contrast.loss, without.loss + 2.0 * expected)
 
 
 def test_sketch_support_needs_labels(small_fashion):

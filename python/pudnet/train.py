@@ -239,7 +239,7 @@ class Validator:
         }
 
 
-LOGGED = tuple(TaskResult.__dataclass_fields__)  # loss, metric, full, kl, accuracy, contrast, distill
+LOGGED = tuple(TaskResult.__dataclass_fields__)  # loss, metric, full, kl, accuracy, distill
 
 
 class MetaBatchLoss(nn.Module):

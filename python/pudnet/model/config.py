@@ -19,10 +19,10 @@ INT_BOUNDS = {
     "refine_last": (1, 1000), "num_train_classes": (1, 100_000),
 }
 FLOAT_BOUNDS = {
-    "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "whiten_shrinkage": (0.0, 1.0),
-    "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0), "contrast": (0.0, 100.0), "tau_init": (1e-3, 1e4),
+    "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0),
+    "tau_init": (1e-3, 1e4),
 }
-BOOL_FIELDS = ("use_ahru", "sketch_support", "whiten", "learn_tau", "prototype_update")
+BOOL_FIELDS = ("use_ahru", "sketch_support", "learn_tau")
 TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
 OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
 
@@ -57,12 +57,6 @@ class PudNetConfig:
     # evenly spaced): meta-training's datasets have 200 (4 classes × 50), and the sketch encoder's pass is
     # most of a prediction's time; 0 sketches every image
     sketch_images: int = 200
-    # add a learned update of the last 3×3 convolution built from the labelled class prototypes of the dataset
-    # under the base (model/prototype.py; residual modes)
-    prototype_update: bool = False
-    # at prediction, decorrelate the last convolution's output channels on the dataset (closed form; ConvNet-3)
-    whiten: bool = False
-    whiten_shrinkage: float = 0.1
     # at prediction, refine the last `refine_last` parameter tensors by `refine_steps` SGD steps on the dataset:
     # labelled centroid loss + `refine_pseudo` × pseudo-labels of every image (model/refine.py; 0 = off)
     refine_steps: int = 0
@@ -71,8 +65,6 @@ class PudNetConfig:
     refine_pseudo: float = 1.0
     num_train_classes: int = 6  # the auxiliary full-classification head (training only)
     loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
-    # weight of a hinge making each task's own weights beat another task's weights on it (losses.contrast_loss)
-    contrast: float = 0.0
     tau_init: float = 10.0
     learn_tau: bool = True
 
@@ -89,9 +81,6 @@ class PudNetConfig:
         for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.prototype_update and self.weight_mode == "paper":
-            raise ValueError("prototype_update changes a base's last convolution: it needs weight_mode "
-                             "'residual' or 'frozen_base'")
         self._check_target()
 
     def _check_target(self) -> None:
@@ -114,7 +103,7 @@ class PudNetConfig:
     @property
     def uses_labels(self) -> bool:
         """Whether a prediction needs labelled samples (the sketch sees prototypes, or the refinement)."""
-        return self.sketch_support or self.refine_steps > 0 or self.prototype_update
+        return self.sketch_support or self.refine_steps > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,9 +120,16 @@ class PudNetConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown PudNet config keys: {sorted(unknown)}")
+            removed = sorted(unknown & set(REMOVED))
+            note = f" ({', '.join(removed)}: experiments removed with their null results, benchmarks/NOTES.md)" \
+                if removed else ""
+            raise ValueError(f"unknown PudNet config keys: {sorted(unknown)}{note}")
         return cls(**data)
 
+
+REMOVED = {"whiten": False, "whiten_shrinkage": 0.1, "contrast": 0.0}
+"""Fields of format-1 checkpoints that are gone, with the value that meant "off" (session 8: the test-time
+whitening of E4 and the contrast hinge of E10/E11, both null results; benchmarks/NOTES.md)."""
 
 PRESETS: dict[str, dict] = {
     # the paper as written: weights generated outright, the sketch of the images alone
@@ -144,10 +140,6 @@ PRESETS: dict[str, dict] = {
     # the same with the base frozen (at the pretrained baseline, `--base-from`) and the residual starting at 2%
     # of He scale
     "frozen-base-prototypes": {"weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02},
-    # the frozen base with the residual and the class-prototype update of the last convolution (model/prototype.py)
-    "frozen-base-prototype-update": {
-        "weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02, "prototype_update": True,
-    },
     # the shipped default: frozen-base-prototypes with its predictions refined on the dataset (model/refine.py)
     "frozen-base-prototypes-refined": {
         "weight_mode": "frozen_base", "sketch_support": True, "residual_init": 0.02, "refine_steps": 10,

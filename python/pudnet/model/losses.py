@@ -15,7 +15,6 @@ from ..targets.base import Params
 from .pudnet import PudNet
 from .refine import Refinement, refine
 
-CONTRAST_MARGIN = 0.1
 DISTILL_MODES = ("params", "logits")
 
 
@@ -26,7 +25,6 @@ class TaskResult:
     full: Tensor
     kl: Tensor
     accuracy: Tensor
-    contrast: Tensor
     distill: Tensor
 
 
@@ -81,16 +79,7 @@ def task_losses(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int
         full = F.cross_entropy(head_logits, task_global[query_labels])
         if net.config.loss == "full":
             kl = metric_head_kl(logits, head_logits, task_global)
-    return TaskResult(metric + full + kl, metric, full, kl, accuracy, zero, zero)
-
-
-def contrast_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int, own_metric: Tensor) -> Tensor:
-    """Hinge: task ``index``'s own weights should reach a metric loss at least ``CONTRAST_MARGIN`` below the
-    weights predicted for the next task of the meta-batch, on this task (its data, statistics, centroids)."""
-    other = (index + 1) % len(tasks.sketch)
-    logits, _ = metric_logits(net, net.params_of(weights, other), tasks, index)
-    foreign_metric = F.cross_entropy(logits, tasks.labels("query"))
-    return F.relu(own_metric - foreign_metric + CONTRAST_MARGIN)
+    return TaskResult(metric + full + kl, metric, full, kl, accuracy, zero)
 
 
 def distillation_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int,
@@ -128,17 +117,13 @@ def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tens
 
 def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor,
                       distillation: Distillation | None = None) -> TaskResult:
-    """Mean losses over the tasks of a meta-batch, their weights predicted in one forward pass; with
-    ``config.contrast`` > 0 (and more than one task) plus that weight times :func:`contrast_loss`, with a
+    """Mean losses over the tasks of a meta-batch, their weights predicted in one forward pass; with a
     ``distillation`` plus its weight times :func:`distillation_loss`."""
     labels = tasks.sketch_labels if net.config.sketch_support else None
     weights = net(tasks.sketch, labels)
     results = []
     for b in range(len(tasks.sketch)):
         result = task_losses(net, weights, tasks, b, global_ids)
-        if net.config.contrast > 0 and len(tasks.sketch) > 1:
-            result.contrast = contrast_loss(net, weights, tasks, b, result.metric)
-            result.loss = result.loss + net.config.contrast * result.contrast
         if distillation is not None:
             result.distill = distillation_loss(net, weights, tasks, b, distillation)
             result.loss = result.loss + distillation.weight * result.distill

@@ -24,7 +24,6 @@ from ..targets.base import STATS_CHUNK, Params, Stats
 from . import hotpath, serialise
 from .config import PudNetConfig
 from .generators import WeightGenerators
-from .prototype import PrototypeUpdate
 from .refine import REFINE_IMAGES, refine
 from .serialise import Checkpoint
 from .sketch import SketchEncoder
@@ -78,7 +77,6 @@ class PudNet(nn.Module):
                 for spec in self.specs:
                     self.base.register_buffer(_key(spec.name), base[spec.name])
             self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
-        self.prototype = PrototypeUpdate(self.target) if config.prototype_update else None
         # the classification task's auxiliary head (training only); a target without features has none
         self.head = nn.Linear(self.target.feature_dim, config.num_train_classes) if self.target.feature_dim else None
         log_tau = torch.tensor(math.log(config.tau_init))
@@ -167,13 +165,7 @@ class PudNet(nn.Module):
     def forward(self, images: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """Predicted parameters, one ``[B, *shape]`` tensor per spec of the target (in spec order)."""
         raws = self.generators(self.layer_codes(self.embedding(images, labels)))
-        weights = [self._finalise(i, raw) for i, raw in enumerate(raws)]
-        if self.prototype is not None:
-            if labels is None:
-                raise ValueError("this PudNet's prototype update needs labelled samples (labels ≥ 0)")
-            i = [s.name for s in self.specs].index(self.prototype.name)
-            weights[i] = weights[i] + self.prototype(self.base_params(), *self._sketch_subset(images, labels))
-        return weights
+        return [self._finalise(i, raw) for i, raw in enumerate(raws)]
 
     def base_params(self) -> Params:
         """The base the residual modes add their predictions to."""
@@ -223,8 +215,6 @@ class PudNet(nn.Module):
         with hardware.autocast(images.device, precision):
             weights = self(images.unsqueeze(0), None if labels is None else labels.unsqueeze(0))
         params = {name: value.float() for name, value in self.params_of(weights, 0).items()}
-        if self.config.whiten:
-            params = self.target.whiten_last_conv(params, images, self.config.whiten_shrinkage)
         check_finite(params, "the predicted parameters (is the checkpoint diverged?)")
         return params
 

@@ -18,9 +18,10 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, atomic_save, check_state, read_metadata, read_safetensors
 from ..ops import NonFiniteError, check_finite
-from .config import PudNetConfig
+from .config import REMOVED, PudNetConfig
 
-FORMAT = "pudnet-checkpoint-v1"
+FORMAT = "pudnet-checkpoint-v2"
+FORMATS = ("pudnet-checkpoint-v1", FORMAT)  # read; format 1 is migrated (:func:`migrated_config`)
 TRAINING = "training/"  # prefix of the optimizer / RNG tensors a training state adds to the model's
 MAX_PARAMETERS = 2_000_000_000  # numbers in a PudNet's state (8 GB of float32): a hostile config stops here
 
@@ -53,8 +54,6 @@ def read(build: Build, path: str | os.PathLike, target: str | None = None) -> Ch
     """The validated contents of the checkpoint at ``path`` for a model made by ``build`` (``target`` checks
     the architecture); no model is built, and nothing but the file's own tensors is allocated."""
     tensors, metadata = read_safetensors(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a PudNet checkpoint (format {metadata.get('format')!r})")
     config = _config_of(path, metadata)
     if target is not None and config.target != target:
         raise CheckpointError(
@@ -72,10 +71,7 @@ def read(build: Build, path: str | os.PathLike, target: str | None = None) -> Ch
 
 def read_config(path: str | os.PathLike) -> PudNetConfig:
     """The config of the checkpoint at ``path``, from its header alone."""
-    metadata = read_metadata(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a PudNet checkpoint (format {metadata.get('format')!r})")
-    return _config_of(path, metadata)
+    return _config_of(path, read_metadata(path))
 
 
 def expected_state(build: Build, config: PudNetConfig, path: str | os.PathLike = "<config>"
@@ -89,11 +85,25 @@ def expected_state(build: Build, config: PudNetConfig, path: str | os.PathLike =
     return state
 
 
+def migrated_config(data: dict, path: str | os.PathLike) -> dict:
+    """A format-1 config as format 2 has it: the removed experiment switches (:data:`REMOVED`) dropped where
+    they were off; a checkpoint that used one is refused (its numbers are in benchmarks/NOTES.md)."""
+    used = {k: data[k] for k, off in REMOVED.items() if k in data and data[k] != off}
+    if used:
+        raise CheckpointError(f"{path}: the checkpoint uses {used}, experiments removed from pudnet (null results, "
+                              "benchmarks/NOTES.md); load it with the pudnet of its commit")
+    return {k: v for k, v in data.items() if k not in REMOVED}
+
+
 def _config_of(path: str | os.PathLike, metadata: dict[str, str]) -> PudNetConfig:
+    if metadata.get("format") not in FORMATS:
+        raise CheckpointError(f"{path}: not a PudNet checkpoint (format {metadata.get('format')!r})")
     try:
         data = json.loads(metadata["config"])
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        if metadata["format"] != FORMAT:
+            data = migrated_config(data, path)
         return PudNetConfig.from_dict(data)
     except KeyError:
         raise CheckpointError(f"{path}: the checkpoint has no PudNet config") from None

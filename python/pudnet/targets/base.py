@@ -304,9 +304,6 @@ class Target:
             for name, value in params.items()
         }
 
-    def whiten_last_conv(self, params: Params, x: Tensor, shrinkage: float = 0.1) -> Params:
-        raise NotImplementedError(f"whitening of the last convolution is not implemented for {self.name}")
-
     def module(self) -> nn.Module:
         """A fresh ``torch.nn.Module`` of this architecture whose state-dict names match ``specs``."""
         raise NotImplementedError

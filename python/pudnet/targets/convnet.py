@@ -92,20 +92,5 @@ class ConvNet3(Target):
             params = {**params, f"bn{i}.weight": weight / rms, f"bn{i}.bias": bias / rms}
         return params
 
-    def whiten_last_conv(self, params: Params, x: Tensor, shrinkage: float = 0.1) -> Params:
-        """``params`` with the last convolution W replaced by M·W, M = (Σ + λI)^(-1/2) where Σ is the channel
-        covariance of that convolution's outputs on the dataset ``x`` (all positions), λ = ``shrinkage``
-        times Σ's mean variance: the last block's channels come out decorrelated on this dataset."""
-        last = f"conv{self.depth}.weight"
-        h, _ = self._blocks(params, x, None, 1, self.depth - 1)
-        out = F.conv2d(h, params[last], padding=1).float()
-        flat = out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
-        cov = torch.cov(flat.T)
-        ridge = shrinkage * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
-        values, vectors = torch.linalg.eigh(cov + ridge)
-        whitening = vectors @ torch.diag(values.clamp_min(1e-12).rsqrt()) @ vectors.T
-        weight = params[last]
-        return {**params, last: (whitening @ weight.flatten(1).float()).view_as(weight).to(weight.dtype)}
-
     def module(self) -> nn.Module:
         return ConvNet3Module(self.in_channels, self.width, self.depth)
