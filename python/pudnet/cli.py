@@ -341,8 +341,8 @@ def _add_release_command(commands) -> None:
         "release", help="turn a trained checkpoint into a shipped one (its prediction-time refinement set)",
         description="Copy a trained checkpoint (e.g. RUN/best.safetensors) to OUT with the prediction policy "
         "given here — the refinement of the predicted weights on the dataset (model/refine.py; --refine-steps 0 "
-        "= none: one forward pass) — the weights unchanged, and the source's sha256, step and validation in the "
-        "metadata. The shipped fashion-convnet3 is `pudnet release runs/e9_frozen_pre_rot45/best.safetensors "
+        "= none: one forward pass) — the hypernetwork's weights unchanged, without the training-only auxiliary "
+        "head, and the source's sha256, step and validation in the metadata. The shipped fashion-convnet3 is `pudnet release runs/e9_frozen_pre_rot45/best.safetensors "
         "python/pudnet/pretrained/fashion-convnet3.safetensors --refine-steps 10`.",
     )
     release.add_argument("checkpoint", type=existing_file, help="trained checkpoint file")
@@ -368,8 +368,9 @@ def cmd_release(args) -> None:
                          refine_last=args.refine_last, refine_pseudo=args.refine_pseudo)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    config = replace(config, num_train_classes=0)  # the auxiliary head is training-only: not shipped
     net = PudNet(config)
-    net.load_state_dict(state.model, strict=True)
+    net.load_state_dict({k: v for k, v in state.model.items() if not k.startswith("head.")}, strict=True)
     provenance = {"source": str(args.checkpoint), "source_sha256": checkpoint_sha256(args.checkpoint)}
     kept = {k: v for k, v in state.extra.items() if k in ("step", "validation", "train")}
     net.save_pretrained(args.out, **kept, released_from=provenance)

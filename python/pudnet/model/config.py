@@ -16,7 +16,7 @@ LOSSES = ("full", "metric", "no_kl")
 INT_BOUNDS = {
     "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "sketch_width": (1, 1024),
     "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
-    "refine_last": (1, 1000), "num_train_classes": (1, 100_000),
+    "refine_last": (1, 1000), "num_train_classes": (0, 100_000),
 }
 FLOAT_BOUNDS = {
     "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0),
@@ -63,7 +63,8 @@ class PudNetConfig:
     refine_lr: float = 0.2
     refine_last: int = 3
     refine_pseudo: float = 1.0
-    num_train_classes: int = 6  # the auxiliary full-classification head (training only)
+    # the auxiliary full-classification head over the training classes (training only; 0 = none, as released)
+    num_train_classes: int = 6
     loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"
     tau_init: float = 10.0
     learn_tau: bool = True

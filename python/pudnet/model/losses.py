@@ -74,6 +74,9 @@ def task_losses(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int
     zero = logits.new_zeros(())
     full = kl = zero
     if net.config.loss != "metric":
+        if net.head is None:
+            raise ValueError(f"loss {net.config.loss!r} trains the auxiliary head, which this PudNet has not "
+                             "(num_train_classes 0: a released checkpoint); train it with loss 'metric'")
         task_global = global_ids[tasks.classes[index]]
         head_logits = net.head(query_features)
         full = F.cross_entropy(head_logits, task_global[query_labels])

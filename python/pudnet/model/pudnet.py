@@ -77,8 +77,10 @@ class PudNet(nn.Module):
                 for spec in self.specs:
                     self.base.register_buffer(_key(spec.name), base[spec.name])
             self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
-        # the classification task's auxiliary head (training only); a target without features has none
-        self.head = nn.Linear(self.target.feature_dim, config.num_train_classes) if self.target.feature_dim else None
+        # the classification task's auxiliary head (training only); a target without features has none, and a
+        # released checkpoint (num_train_classes 0) ships none
+        has_head = self.target.feature_dim and config.num_train_classes
+        self.head = nn.Linear(self.target.feature_dim, config.num_train_classes) if has_head else None
         log_tau = torch.tensor(math.log(config.tau_init))
         self.log_tau = nn.Parameter(log_tau) if config.learn_tau else nn.Buffer(log_tau)
 
