@@ -95,3 +95,17 @@ def test_refined_baseline_refines_the_baselines_parameters_per_group(target, gro
     refined = make(group)
     assert not torch.equal(refined["conv3.weight"], fixed["conv3.weight"])
     assert torch.equal(refined["conv1.weight"], fixed["conv1.weight"])
+
+
+def test_the_differentiable_refinement_equals_the_plain_one_and_passes_gradients_back(target, group):
+    torch.manual_seed(0)
+    params = {k: v.requires_grad_() for k, v in target.random_params().items()}
+    refinement = Refinement(3)
+    images, labels = group.sketch[0], group.sketch_labels[0]
+    plain = refine(target, {k: v.detach() for k, v in params.items()}, images, labels, refinement)
+    unrolled = refine(target, params, images, labels, refinement, differentiable=True)
+    for name in plain:
+        torch.testing.assert_close(unrolled[name].detach(), plain[name], rtol=1e-4, atol=1e-5)
+    features, _ = target.forward(unrolled, images)
+    grads = torch.autograd.grad(features.pow(2).sum(), [params["conv1.weight"], params["conv3.weight"]])
+    assert all(g.abs().max() > 0 for g in grads)  # the first layer through the unrolled steps too

@@ -242,7 +242,7 @@ def profile_step(target: str = "convnet3", repeats: int = 3, device: str = "cpu"
             weights = timed("generators", lambda: [net._finalise(i, raw) for i, raw in enumerate(net.generators(codes))])
             leaves = [w.detach().requires_grad_() for w in weights]
             loss = timed("target forward", lambda: torch.stack(
-                [task_losses(net, leaves, tasks, b, global_ids).loss for b in range(len(tasks.sketch))]).mean())
+                [task_losses(net, net.params_of(leaves, b), tasks, b, global_ids).loss for b in range(len(tasks.sketch))]).mean())
         grads = timed("target backward", lambda: torch.autograd.grad(loss, leaves))
         trainer.optimizer.zero_grad(set_to_none=True)
         timed("hypernetwork backward", lambda: torch.autograd.backward(weights, grads))

@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distill-steps", type=positive_int, default=10, metavar="K",
                        help="refinement steps of the --distill teacher (default 10, as the shipped refinement)")
     train.add_argument(
+        "--unroll-steps", type=non_negative_int, default=0, metavar="K",
+        help="meta-train through K refinement steps on each task's dataset (the model's refinement settings, "
+        "differentiated, MAML-style): the hypernetwork learns weights that refine well (default 0: off)",
+    )
+    train.add_argument(
         "--validation", choices=["rotated-classes", "images"], default="rotated-classes",
         help="model selection (best.safetensors) on the held-out 10%% of each training class's images: "
         "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are",
@@ -546,7 +551,7 @@ def cmd_train(args) -> None:
             base_from=args.base_from, base_lr_scale=args.base_lr_scale, validation=args.validation,
             validation_degrees=args.validation_degrees, validate_every=args.validate_every,
             task_pool=args.task_pool, distill=args.distill, distill_weight=args.distill_weight,
-            distill_steps=args.distill_steps,
+            distill_steps=args.distill_steps, unroll_steps=args.unroll_steps,
         )
         check_task_pool(model_config, config)
     except json.JSONDecodeError as e:

@@ -43,7 +43,7 @@ BIG = 10**9
 INT_BOUNDS = {
     "steps": (0, BIG), "meta_batch": (1, BIG), "seed": (0, 2**63 - 1), "ways": (2, BIG), "sketch": (1, BIG),
     "support": (1, BIG), "query": (1, BIG), "checkpoint_every": (1, BIG), "log_every": (1, BIG),
-    "validate_every": (0, BIG), "validation_groups": (1, BIG), "distill_steps": (1, 1000),
+    "validate_every": (0, BIG), "validation_groups": (1, BIG), "distill_steps": (1, 1000), "unroll_steps": (0, 100),
 }
 FLOAT_BOUNDS = {"lr": (1e-12, 1e6), "validation_fraction": (1e-6, 0.5), "base_lr_scale": (0.0, 1e6),
                 "distill_weight": (1e-6, 1e6)}
@@ -88,6 +88,9 @@ class TrainConfig:
     distill: str | None = None
     distill_weight: float = 1.0
     distill_steps: int = 10
+    # meta-train through this many refinement steps (the model's refinement settings), differentiated: the task
+    # loss is that of the refined weights (MAML-style; model/refine.py); 0 = off
+    unroll_steps: int = 0
 
     def __post_init__(self):
         for name, bounds in INT_BOUNDS.items():
@@ -141,6 +144,10 @@ class TrainConfig:
         refinement = Refinement(self.distill_steps, model_config.refine_lr, model_config.refine_last,
                                 model_config.refine_pseudo)
         return Distillation(self.distill, self.distill_weight, refinement)
+
+    def unroll(self, model_config: PudNetConfig) -> Refinement | None:
+        """The refinement meta-training differentiates through (``unroll_steps``), or None."""
+        return replace(model_config.refinement, steps=self.unroll_steps) if self.unroll_steps else None
 
 
 def check_task_pool(model_config: PudNetConfig, config: TrainConfig) -> None:
@@ -246,13 +253,14 @@ class MetaBatchLoss(nn.Module):
     """The losses of a meta-batch as one module call, so that DistributedDataParallel sees the whole
     forward (the hypernetwork, the target runs, the head and the temperature)."""
 
-    def __init__(self, net: PudNet, global_ids: Tensor, distillation: Distillation | None = None):
+    def __init__(self, net: PudNet, global_ids: Tensor, distillation: Distillation | None = None,
+                 unroll: Refinement | None = None):
         super().__init__()
-        self.net, self.distillation = net, distillation
+        self.net, self.distillation, self.unroll = net, distillation, unroll
         self.register_buffer("global_ids", global_ids, persistent=False)
 
     def forward(self, tasks) -> dict[str, Tensor]:
-        result = meta_batch_losses(self.net, tasks, self.global_ids, self.distillation)
+        result = meta_batch_losses(self.net, tasks, self.global_ids, self.distillation, self.unroll)
         return {name: getattr(result, name) for name in LOGGED}
 
 
@@ -280,7 +288,8 @@ class Trainer:
         self.stream = task_stream(store, config)
         global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
         global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
-        losses = MetaBatchLoss(net, global_ids.to(self.device), config.distillation(net.config))
+        losses = MetaBatchLoss(net, global_ids.to(self.device), config.distillation(net.config),
+                               config.unroll(net.config))
         self.loss = distributed.wrap(losses, world, self.device, find_unused=net.config.loss == "metric")
         self.step = 0
         self.saved_step: int | None = None  # the step of the last training state written (always finite)

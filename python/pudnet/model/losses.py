@@ -62,12 +62,12 @@ def metric_logits(net: PudNet, params: dict[str, Tensor], tasks: TaskBatch, inde
     return cosine_logits(query_features, centres, net.tau if tau is None else tau), query_features
 
 
-def task_losses(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int, global_ids: Tensor) -> TaskResult:
-    """Losses of task ``index`` of the meta-batch, with its predicted ``weights``.
+def task_losses(net: PudNet, params: Params, tasks: TaskBatch, index: int, global_ids: Tensor) -> TaskResult:
+    """Losses of task ``index`` of the meta-batch, with its (predicted) ``params``.
 
     ``global_ids`` maps an original class id to its index among all training classes.
     """
-    logits, query_features = metric_logits(net, net.params_of(weights, index), tasks, index)
+    logits, query_features = metric_logits(net, params, tasks, index)
     query_labels = tasks.labels("query")
     metric = F.cross_entropy(logits, query_labels)
     accuracy = (logits.argmax(1) == query_labels).float().mean()
@@ -119,14 +119,18 @@ def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tens
 
 
 def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor,
-                      distillation: Distillation | None = None) -> TaskResult:
+                      distillation: Distillation | None = None, unroll: Refinement | None = None) -> TaskResult:
     """Mean losses over the tasks of a meta-batch, their weights predicted in one forward pass; with a
-    ``distillation`` plus its weight times :func:`distillation_loss`."""
+    ``distillation`` plus its weight times :func:`distillation_loss`; with ``unroll``, the task losses are
+    those of the weights after that refinement on the task's sketch set, differentiated through it."""
     labels = tasks.sketch_labels if net.config.sketch_support else None
     weights = net(tasks.sketch, labels)
     results = []
     for b in range(len(tasks.sketch)):
-        result = task_losses(net, weights, tasks, b, global_ids)
+        params = net.params_of(weights, b)
+        if unroll is not None:
+            params = refine(net.target, params, tasks.sketch[b], tasks.sketch_labels[b], unroll, differentiable=True)
+        result = task_losses(net, params, tasks, b, global_ids)
         if distillation is not None:
             result.distill = distillation_loss(net, weights, tasks, b, distillation)
             result.loss = result.loss + distillation.weight * result.distill

@@ -230,8 +230,9 @@ class PudNet(nn.Module):
 
         Memory and time stay bounded whatever the dataset's size: the sketch sees ``config.sketch_images``
         images (with 0, every image, streamed in chunks like the statistics), the refinement at most
-        :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm statistics at most :data:`STATS_IMAGES` (each: every image of a smaller dataset, else every labelled
-        one and the others evenly spaced); the statistics are streamed in chunks, exactly
+        :data:`~pudnet.model.refine.REFINE_IMAGES` and the BatchNorm statistics at most :data:`STATS_IMAGES`
+        (each: every image of a smaller dataset, else every labelled one and the others evenly spaced); the
+        statistics are streamed in chunks, exactly
         (:meth:`Target.dataset_stats`; ``progress``: a progress bar while they are).
         """
         if self.config.refine_steps and labels is None:

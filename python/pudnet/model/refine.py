@@ -50,11 +50,16 @@ def refinement_loss(features: Tensor, labels: Tensor, tau: float, pseudo: float)
     return loss
 
 
-def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement) -> Params:
+def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement,
+           differentiable: bool = False) -> Params:
     """``params`` after ``refinement.steps`` SGD steps on the last ``refinement.last`` tensors (float32).
 
     ``images`` [N, C, H, W] is the dataset, ``labels`` [N] a class index per labelled image and −1 elsewhere.
+    ``differentiable``: the steps stay in the autograd graph (second order), so that a loss of the refined
+    parameters trains what produced ``params`` (meta-training through the refinement, MAML-style).
     """
+    if differentiable:
+        return _refine_in_graph(target, params, images, labels, refinement)
     if labels.shape != images.shape[:1]:
         raise ValueError(f"refinement needs one label per image: {list(images.shape)} vs {list(labels.shape)}")
     counts = torch.bincount(labels[labels >= 0])
@@ -73,3 +78,16 @@ def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refin
                 for value, grad in zip(trained.values(), grads):
                     value -= refinement.lr * grad
     return params | {name: value.detach() for name, value in trained.items()}
+
+
+def _refine_in_graph(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement
+                     ) -> Params:
+    """:func:`refine` with every step differentiable (no frozen prefix: the earlier tensors get gradients too)."""
+    names = [spec.name for spec in target.specs()][-refinement.last:]
+    trained = {name: params[name] for name in names}
+    for _ in range(refinement.steps):
+        features, _ = target.forward(params | trained, images)
+        loss = refinement_loss(features, labels, refinement.tau, refinement.pseudo)
+        grads = torch.autograd.grad(loss, list(trained.values()), create_graph=True)
+        trained = {name: value - refinement.lr * grad for (name, value), grad in zip(trained.items(), grads)}
+    return params | trained
