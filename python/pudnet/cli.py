@@ -695,7 +695,8 @@ def _frontier(args, net, evaluator) -> None:
         from .frontier import summary_entries
         from .report import merge_summary
 
-        entries = summary_entries(result, f"pudnet eval --frontier --domain {args.domain} --groups {args.groups}")
+        variant = None if args.checkpoint in (None, DEFAULT_CHECKPOINT) else Path(args.checkpoint).stem
+        entries = summary_entries(result, "pudnet " + " ".join(sys.argv[1:]), variant)
         merge_summary(entries)
         print(f"recorded {', '.join(entries)} in benchmarks/results/summary.json")
 

@@ -412,15 +412,16 @@ def paired_difference(result: dict, a: str, b: str) -> tuple[float, float | None
     return mean, finite_or_none(ci)
 
 
-def summary_entries(result: dict, command: str) -> dict[str, dict]:
+def summary_entries(result: dict, command: str, variant: str | None = None) -> dict[str, dict]:
     """The headline figures of a frontier for benchmarks/results/summary.json (issue 12's criteria): PudNet's
     forward pass against pretrained + the checkpoint's refinement (accuracy, paired difference, time), and
-    PudNet's point against the cheapest alternative at least as accurate."""
+    PudNet's point against the cheapest alternative at least as accurate. Keys ``frontier.DOMAIN.*`` for the
+    shipped checkpoint, ``frontier.DOMAIN.VARIANT.*`` for another one."""
     from .report import figure
 
     settings, methods = result["settings"], result["methods"]
     refined = pretrained_method(REFERENCE_STEPS if REFERENCE_STEPS in settings["steps"] else max(settings["steps"]))
-    prefix = f"frontier.{settings['domain']}"
+    prefix = f"frontier.{settings['domain']}" + (f".{variant}" if variant else "")
     extra = dict(groups=result["groups"], checkpoint=settings["checkpoint"], threads=result["threads"])
     forward, alternative = methods["pudnet_forward"], methods[refined]
     diff, ci = paired_difference(result, "pudnet_forward", refined)
