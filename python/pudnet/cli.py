@@ -347,7 +347,8 @@ def _add_release_command(commands) -> None:
         description="Copy a trained checkpoint (e.g. RUN/best.safetensors) to OUT with the prediction policy "
         "given here — the refinement of the predicted weights on the dataset (model/refine.py; --refine-steps 0 "
         "= none: one forward pass) — the hypernetwork's weights unchanged, without the training-only auxiliary "
-        "head, and the source's sha256, step and validation in the metadata. The shipped fashion-convnet3 is `pudnet release runs/e9_frozen_pre_rot45/best.safetensors "
+        "head, and the source's sha256, step and validation in the metadata. The shipped fashion-convnet3's "
+        "recipe: `pudnet release runs/e9_frozen_pre_rot45/best.safetensors "
         "python/pudnet/pretrained/fashion-convnet3.safetensors --refine-steps 10`.",
     )
     release.add_argument("checkpoint", type=existing_file, help="trained checkpoint file")
