@@ -59,25 +59,25 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, or a :class:`CheckpointError` naming the problem."""
+    return _read(path, with_tensors=True)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file (its header only: no tensor is read)."""
+    return _read(path, with_tensors=False)[1]
+
+
+def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as e:  # safetensors raises its own error types for every malformed header
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     return tensors, metadata
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata of a safetensors file (its header only: no tensor is read)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as e:  # as in read_safetensors
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
 
 
 def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:

@@ -371,10 +371,10 @@ def cmd_release(args) -> None:
     state = PudNet.read_checkpoint(args.checkpoint)
     try:
         config = replace(state.config, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
-                         refine_last=args.refine_last, refine_pseudo=args.refine_pseudo)
+                         refine_last=args.refine_last, refine_pseudo=args.refine_pseudo,
+                         num_train_classes=0)  # the auxiliary head is training-only: not shipped
     except ValueError as e:
         raise UsageError(str(e)) from None
-    config = replace(config, num_train_classes=0)  # the auxiliary head is training-only: not shipped
     net = PudNet(config)
     net.load_state_dict({k: v for k, v in state.model.items() if not k.startswith("head.")}, strict=True)
     provenance = {"source": str(args.checkpoint), "source_sha256": checkpoint_sha256(args.checkpoint)}

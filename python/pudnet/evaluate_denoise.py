@@ -167,8 +167,9 @@ def run(checkpoint: str | None, base: str, out: str | Path, domains: list[str], 
     net = PudNet.from_pretrained(checkpoint) if checkpoint else None
     sha = checkpoint_sha256(checkpoint)[:12] if checkpoint else None
     longer = load_unet(longer_unet) if longer_unet else None
-    files = {"baselines": out / ROWS, "pudnet": out / f"pudnet-{sha}.jsonl",
-             "longer": out / f"unet-{checkpoint_sha256(longer_unet)[:12] if longer_unet else None}.jsonl"}
+    files = {"baselines": out / ROWS, "pudnet": out / f"pudnet-{sha}.jsonl"}
+    if longer_unet:
+        files["longer"] = out / f"unet-{checkpoint_sha256(longer_unet)[:12]}.jsonl"
     rows = {kind: {(r["domain"], r["index"]): r["scores"] for r in _read_rows(path)} for kind, path in files.items()}
     for domain in domains:
         pairs = collections(domain, count, sigma, seed)

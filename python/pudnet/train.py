@@ -141,8 +141,7 @@ class TrainConfig:
         """The amortised-refinement term: the model's own refinement settings, ``distill_steps`` steps."""
         if self.distill is None:
             return None
-        refinement = Refinement(self.distill_steps, model_config.refine_lr, model_config.refine_last,
-                                model_config.refine_pseudo)
+        refinement = replace(model_config.refinement, steps=self.distill_steps)
         return Distillation(self.distill, self.distill_weight, refinement)
 
     def unroll(self, model_config: PudNetConfig) -> Refinement | None:

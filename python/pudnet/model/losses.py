@@ -13,7 +13,7 @@ from ..data.episodes import TaskBatch
 from ..ops import centroids, cosine_logits
 from ..targets.base import Params
 from .pudnet import PudNet
-from .refine import Refinement, refine
+from .refine import Refinement, refine, refined_names
 
 DISTILL_MODES = ("params", "logits")
 
@@ -95,7 +95,7 @@ def distillation_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, inde
     teacher = refine(net.target, base, tasks.sketch[index], tasks.sketch_labels[index], distillation.refinement)
     student = net.params_of(weights, index)
     if distillation.mode == "params":
-        return unexplained_change(student, teacher, base, [s.name for s in net.specs][-distillation.refinement.last:])
+        return unexplained_change(student, teacher, base, refined_names(net.target, distillation.refinement))
     with torch.no_grad():
         teacher_logits, _ = metric_logits(net, teacher, tasks, index, distillation.refinement.tau)
     student_logits, _ = metric_logits(net, student, tasks, index, distillation.refinement.tau)

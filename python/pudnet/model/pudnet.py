@@ -18,7 +18,6 @@ from .. import hardware
 from ..data import inputs
 from ..ops import check_finite
 from .. import pretrained
-from ..pretrained import path_of
 from ..targets import BUILT_IN, Target, make_target, register
 from ..targets.base import STATS_CHUNK, Params, Stats
 from . import hotpath, serialise
@@ -110,7 +109,7 @@ class PudNet(nn.Module):
     def read_checkpoint(cls, name_or_path: str | os.PathLike, target: str | None = None) -> Checkpoint:
         """The validated contents of a shipped checkpoint or a checkpoint file (config, model tensors, a training
         state's tensors, extra metadata) without building a network (:mod:`pudnet.model.serialise`)."""
-        return serialise.read(cls, path_of(name_or_path), target)
+        return serialise.read(cls, pretrained.path_of(name_or_path), target)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> "PudNet":
@@ -297,7 +296,8 @@ class PudNet(nn.Module):
         if not isinstance(images, Tensor):
             raise TypeError(f"expected a tensor of images [N, {self.target.in_channels}, H, W], got "
                             f"{type(images).__name__}")
-        return inputs.images_of(images, self.target.in_channels, None, f"images for this PudNet ({self.config.target})")
+        what = f"images for this PudNet ({self.config.target})"
+        return inputs.images_of(images, self.target.in_channels, None, what)
 
     def _check_labels(self, images: Tensor, labels: Tensor | None) -> None:
         if len(images) < 2:
@@ -321,7 +321,7 @@ def pretrained_names(needs_labels: bool | None = None) -> list[str]:
     names = pretrained.available()
     if needs_labels is None:
         return names
-    return [n for n in names if serialise.read_config(path_of(n)).uses_labels == needs_labels]
+    return [n for n in names if serialise.read_config(pretrained.path_of(n)).uses_labels == needs_labels]
 
 
 def _at_most(cap: int, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

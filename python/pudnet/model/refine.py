@@ -50,6 +50,11 @@ def refinement_loss(features: Tensor, labels: Tensor, tau: float, pseudo: float)
     return loss
 
 
+def refined_names(target: Target, refinement: Refinement) -> list[str]:
+    """The parameter tensors ``refinement`` changes: the target's last ``refinement.last``."""
+    return [spec.name for spec in target.specs()][-refinement.last:]
+
+
 def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement,
            differentiable: bool = False) -> Params:
     """``params`` after ``refinement.steps`` SGD steps on the last ``refinement.last`` tensors (float32).
@@ -58,14 +63,14 @@ def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refin
     ``differentiable``: the steps stay in the autograd graph (second order), so that a loss of the refined
     parameters trains what produced ``params`` (meta-training through the refinement, MAML-style).
     """
-    if differentiable:
-        return _refine_in_graph(target, params, images, labels, refinement)
     if labels.shape != images.shape[:1]:
         raise ValueError(f"refinement needs one label per image: {list(images.shape)} vs {list(labels.shape)}")
     counts = torch.bincount(labels[labels >= 0])
     if len(counts) < 2 or bool((counts == 0).any()):
         raise ValueError("refinement needs labelled images of at least 2 classes (labels 0..K−1, each class present)")
-    names = [spec.name for spec in target.specs()][-refinement.last:]
+    if differentiable:
+        return _refine_in_graph(target, params, images, labels, refinement)
+    names = refined_names(target, refinement)
     params = {name: value.float() for name, value in params.items()}
     trained = {name: params[name].clone().requires_grad_() for name in names}
     with torch.enable_grad():
@@ -83,8 +88,7 @@ def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refin
 def _refine_in_graph(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement
                      ) -> Params:
     """:func:`refine` with every step differentiable (no frozen prefix: the earlier tensors get gradients too)."""
-    names = [spec.name for spec in target.specs()][-refinement.last:]
-    trained = {name: params[name] for name in names}
+    trained = {name: params[name] for name in refined_names(target, refinement)}
     for _ in range(refinement.steps):
         features, _ = target.forward(params | trained, images)
         loss = refinement_loss(features, labels, refinement.tau, refinement.pseudo)
