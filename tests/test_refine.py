@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -109,3 +111,39 @@ def test_the_differentiable_refinement_equals_the_plain_one_and_passes_gradients
     features, _ = target.forward(unrolled, images)
     grads = torch.autograd.grad(features.pow(2).sum(), [params["conv1.weight"], params["conv3.weight"]])
     assert all(g.abs().max() > 0 for g in grads)  # the first layer through the unrolled steps too
+
+
+def test_step_sizes_per_tensor_replace_the_learning_rate_and_learn_through_the_unrolled_steps(target, group):
+    params = target.random_params(torch.Generator().manual_seed(1))
+    images, labels = group.sketch[0], group.sketch_labels[0]
+    refinement = Refinement(steps=2, lr=0.2, last=3)
+    same = refine(target, params, images, labels, refinement, step_sizes=torch.full((3,), 0.2))
+    default = refine(target, params, images, labels, refinement)
+    assert all(torch.equal(same[name], default[name]) for name in params)
+    only_bias = refine(target, params, images, labels, refinement, step_sizes=torch.tensor([0.0, 0.0, 0.2]))
+    assert torch.equal(only_bias["conv3.weight"], params["conv3.weight"])
+    assert not torch.equal(only_bias["bn3.bias"], params["bn3.bias"])
+    with pytest.raises(ValueError, match="one step size per refined tensor"):
+        refine(target, params, images, labels, refinement, step_sizes=torch.ones(2))
+    log_rates = torch.full((3,), math.log(0.2), requires_grad=True)
+    params = {name: value.requires_grad_() for name, value in params.items()}  # as a hypernetwork's output
+    unrolled = refine(target, params, images, labels, refinement, differentiable=True, step_sizes=log_rates.exp())
+    features, _ = target.forward(unrolled, images)
+    (grad,) = torch.autograd.grad(refinement_loss(features, labels, 10.0, 1.0), [log_rates])
+    assert (grad != 0).all()
+
+
+def test_a_pudnet_with_learned_step_sizes_refines_at_them_and_keeps_them_in_checkpoints(group, tmp_path):
+    net = tiny(refine_steps=2, learn_refine_lr=True).eval()
+    torch.testing.assert_close(net.refine_step_sizes(), torch.full((3,), 0.2))
+    assert tiny(refine_steps=2).refine_step_sizes() is None
+    images, labels = group.sketch[0], group.sketch_labels[0]
+    before, _ = net.predict_params(images, labels)
+    with torch.no_grad():
+        net.log_refine_lr[0] = -30.0  # conv3.weight no longer moves
+    after, _ = net.predict_params(images, labels)
+    assert torch.equal(after["conv3.weight"], net.predict_weights(images, labels)["conv3.weight"])
+    assert not torch.equal(before["conv3.weight"], after["conv3.weight"])
+    net.save_pretrained(tmp_path / "rates.safetensors")
+    loaded = type(net).from_pretrained(tmp_path / "rates.safetensors")
+    assert torch.equal(loaded.refine_step_sizes(), net.refine_step_sizes())

@@ -21,10 +21,11 @@ def training_pools(seed: int = PROBE_SEED) -> dict:
     return streams
 
 
-def validation_evaluator(groups: int, degrees: float, seed: int):
-    """(the meta-training images, the rotated-class validation's evaluator with ``groups`` groups): the groups a
-    run of training seed ``seed`` validates on (pudnet.train.Validator)."""
-    config = TrainConfig(validate_every=1, validation_groups=groups, validation_degrees=degrees, seed=seed)
+def validation_evaluator(groups: int, degrees: float, seed: int, validation: str = "rotated-classes"):
+    """(the meta-training images, the evaluator of ``validation`` — by default the rotated-class one — with
+    ``groups`` groups): the groups a run of training seed ``seed`` validates on (pudnet.train.Validator)."""
+    config = TrainConfig(validate_every=1, validation_groups=groups, validation_degrees=degrees, seed=seed,
+                         validation=validation)
     kept, sketch, query = holdout_split(datasets.fashion_mnist("train"), config.train_classes,
                                         config.validation_fraction)
     return kept, Validator(sketch, query, config).evaluator

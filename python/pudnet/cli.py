@@ -200,9 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
         "differentiated, MAML-style): the hypernetwork learns weights that refine well (default 0: off)",
     )
     train.add_argument(
-        "--validation", choices=["rotated-classes", "images"], default="rotated-classes",
+        "--forward-weight", type=non_negative_float, default=0.0, metavar="W",
+        help="with --unroll-steps: add W times the forward pass's own metric loss, so that the weights are good "
+        "before the refinement too (default 0)",
+    )
+    train.add_argument(
+        "--stroke-tasks", type=non_negative_float, default=0.0, metavar="FRACTION",
+        help="--task-pool transformed: this fraction of the tasks are of synthetic stroke classes instead "
+        "(procedural pen drawings, a class per seed, pudnet/data/strokes.py): a second kind of image, so that "
+        "the hypernetwork learns to adapt to a new domain (default 0)",
+    )
+    train.add_argument(
+        "--validation", choices=["rotated-classes", "images", "strokes"], default="rotated-classes",
         help="model selection (best.safetensors) on the held-out 10%% of each training class's images: "
-        "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are",
+        "turned by 90° into novel classes (default; needs no --rotated-classes), or as they are; or on "
+        "synthetic stroke classes no meta-training task holds (strokes)",
     )
     train.add_argument(
         "--validation-degrees", type=finite_float, default=90.0, metavar="DEG",
@@ -553,6 +565,7 @@ def cmd_train(args) -> None:
             validation_degrees=args.validation_degrees, validate_every=args.validate_every,
             task_pool=args.task_pool, distill=args.distill, distill_weight=args.distill_weight,
             distill_steps=args.distill_steps, unroll_steps=args.unroll_steps,
+            stroke_tasks=args.stroke_tasks, forward_weight=args.forward_weight,
         )
         check_task_pool(model_config, config)
     except json.JSONDecodeError as e:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .baselines import load_baselines, scratch_baselines
@@ -152,12 +153,15 @@ class FrontierMethods:
                                          precision=evaluator.config.precision)
         self.names = method_names(steps, epochs)
 
-    def refined(self, params: Params, tasks, steps: int) -> tuple[Params, float]:
+    def refined(self, params: Params, tasks, steps: int, step_sizes: Tensor | None = None
+                ) -> tuple[Params, float]:
+        """``params`` refined ``steps`` steps as the PudNet refines (at ``step_sizes`` per tensor, else its
+        ``refine_lr``), and the seconds it took."""
         if steps == 0:
             return params, 0.0
         refinement = replace(self.net.config.refinement, steps=steps)
-        return timed(lambda: refine(self.target, params, tasks.sketch[0], tasks.sketch_labels[0], refinement),
-                     self.evaluator.device)
+        return timed(lambda: refine(self.target, params, tasks.sketch[0], tasks.sketch_labels[0], refinement,
+                                    step_sizes=step_sizes), self.evaluator.device)
 
     def candidates(self, g: int, tasks, random_params: Params, random_s: float):
         """(method, a thunk making (params, seconds)) for every method, in :attr:`names` order."""
@@ -169,7 +173,7 @@ class FrontierMethods:
             if not forward:
                 forward["params"], forward["s"] = timed(
                     lambda: self.net.predict_weights(tasks.sketch[0], labels, precision), device)
-            params, s = self.refined(forward["params"], tasks, k)
+            params, s = self.refined(forward["params"], tasks, k, self.net.refine_step_sizes())
             return params, forward["s"] + s
 
         def pretrained(k: int):

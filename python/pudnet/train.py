@@ -23,6 +23,7 @@ from .evaluate import EvalConfig, Evaluator
 from .data.sampler import EpisodeSpec
 from .data.sampler import class_members
 from .data.store import ImageStore, hold_out, with_rotated_classes
+from .data.strokes import MEMBERS, stroke_store
 from .data.task_pool import ANGLE_MARGIN, TransformedClassStream, excluded_angle
 from .model.losses import DISTILL_MODES, Distillation, TaskResult, meta_batch_losses
 from .model.config import PudNetConfig, check_number
@@ -36,9 +37,10 @@ BEST = "best.safetensors"  # the checkpoint with the best validation accuracy so
 TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
 RUN_FILES = (CHECKPOINT, BEST, TRAIN_STATE, METRICS)
-VALIDATIONS = ("rotated-classes", "images")
+VALIDATIONS = ("rotated-classes", "images", "strokes")
 TASK_POOLS = ("classes", "transformed")
 BIG = 10**9
+STROKE_VALIDATION_CLASSES = 8
 # Inclusive bounds of the numeric TrainConfig fields (generous; they turn nonsense into a clear message)
 INT_BOUNDS = {
     "steps": (0, BIG), "meta_batch": (1, BIG), "seed": (0, 2**63 - 1), "ways": (2, BIG), "sketch": (1, BIG),
@@ -46,7 +48,8 @@ INT_BOUNDS = {
     "validate_every": (0, BIG), "validation_groups": (1, BIG), "distill_steps": (1, 1000), "unroll_steps": (0, 100),
 }
 FLOAT_BOUNDS = {"lr": (1e-12, 1e6), "validation_fraction": (1e-6, 0.5), "base_lr_scale": (0.0, 1e6),
-                "distill_weight": (1e-6, 1e6)}
+                "distill_weight": (1e-6, 1e6), "stroke_tasks": (0.0, 1.0),
+                "forward_weight": (0.0, 1e6)}
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,7 +72,8 @@ class TrainConfig:
     threads: int | None = None
     validate_every: int = 250  # 0: never
     # "rotated-classes": 4-way groups of novel classes, the held-out images of the training classes turned by
-    # 90° (ranks models like the unseen classes do, benchmarks/NOTES.md); "images": the held-out images as they are
+    # 90° (ranks models like the unseen classes do, benchmarks/NOTES.md); "images": the held-out images as they
+    # are; "strokes": synthetic stroke classes no task holds (data/strokes.py), another kind of image
     validation: str = "rotated-classes"
     validation_degrees: float = 90.0  # rotated-classes: the turn; not a multiple of 90 with rotated_classes
     validation_fraction: float = 0.1  # of each training class's images, never meta-trained on
@@ -91,6 +95,8 @@ class TrainConfig:
     # meta-train through this many refinement steps (the model's refinement settings), differentiated: the task
     # loss is that of the refined weights (MAML-style; model/refine.py); 0 = off
     unroll_steps: int = 0
+    forward_weight: float = 0.0  # with unroll_steps: add this × the forward pass's own metric loss
+    stroke_tasks: float = 0.0  # transformed pool: this fraction of the tasks of synthetic stroke classes
 
     def __post_init__(self):
         for name, bounds in INT_BOUNDS.items():
@@ -105,6 +111,12 @@ class TrainConfig:
             raise ValueError(f"task_pool must be one of {TASK_POOLS}, got {self.task_pool!r}")
         if self.task_pool == "transformed":
             self._check_transformed_pool()
+        if self.forward_weight and not self.unroll_steps:
+            raise ValueError("forward_weight weighs the forward pass's loss beside the refined weights' one: it "
+                             "needs unroll_steps > 0 (--unroll-steps)")
+        if self.stroke_tasks and self.task_pool != "transformed":
+            raise ValueError("stroke_tasks mixes stroke tasks into the transformed pool: use task_pool='transformed' "
+                             "(--task-pool transformed)")
         if self.distill not in (None, *DISTILL_MODES):
             raise ValueError(f"distill must be one of {DISTILL_MODES} or None, got {self.distill!r}")
         quarter_turn = self.validation_degrees % 90 == 0
@@ -166,7 +178,8 @@ def check_task_pool(model_config: PudNetConfig, config: TrainConfig) -> None:
 def task_stream(store: ImageStore, config: TrainConfig) -> EpisodeStream | TransformedClassStream:
     """The meta-training tasks over ``store`` (the images left after the validation hold-out)."""
     if config.task_pool == "transformed":
-        return TransformedClassStream(store, config.train_classes, config.spec, config.seed, config.avoid_degrees)
+        return TransformedClassStream(store, config.train_classes, config.spec, config.seed, config.avoid_degrees,
+                                      config.stroke_tasks)
     return EpisodeStream(store, config.train_classes, config.spec, config.seed)
 
 
@@ -210,7 +223,9 @@ class Validator:
     ``"rotated-classes"``: 4-way groups of the held-out images turned by ``validation_degrees`` (90°) —
     classes no task was drawn from — scored like the evaluation protocol (100 images per class, 10 labelled,
     50 queries), the foreign sketch from the upright classes. ``"images"``: 3-way groups of the held-out
-    images as they are (foreign sketch from the same classes).
+    images as they are (foreign sketch from the same classes). ``"strokes"``: 4-way groups, scored alike, of
+    8 synthetic stroke classes of one family of the validation universe (``data/strokes.py``; the foreign
+    sketch from 8 of another family), a kind of image unlike the garments.
     """
 
     def __init__(self, sketch: ImageStore, query: ImageStore, train: TrainConfig, device: str | torch.device = "cpu"):
@@ -222,6 +237,16 @@ class Validator:
                 groups=train.validation_groups, ways=min(4, len(classes)), sketch=min(_smallest_class(sketch), 100),
                 support=train.support, query=min(_smallest_class(query), 50), classes=[c + 1000 for c in classes],
                 foreign_classes=classes, seed=train.seed + 7919, spread_datasets=4, precision=train.precision,
+            )
+        elif train.validation == "strokes":
+            size, n = sketch.images.shape[-1], STROKE_VALIDATION_CLASSES
+            classes = list(range(n)) + list(range(MEMBERS, MEMBERS + n))  # two families' first members
+            sketch, query = (stroke_store(classes, count, train.seed + 7919 + count, size=size) for count in (100, 50))
+            config = EvalConfig(
+                groups=train.validation_groups, ways=4, sketch=100, support=train.support, query=50,
+                classes=list(range(STROKE_VALIDATION_CLASSES)),
+                foreign_classes=list(range(STROKE_VALIDATION_CLASSES, 2 * STROKE_VALIDATION_CLASSES)),
+                seed=train.seed + 7919, spread_datasets=4, precision=train.precision,
             )
         else:
             config = EvalConfig(
@@ -253,13 +278,14 @@ class MetaBatchLoss(nn.Module):
     forward (the hypernetwork, the target runs, the head and the temperature)."""
 
     def __init__(self, net: PudNet, global_ids: Tensor, distillation: Distillation | None = None,
-                 unroll: Refinement | None = None):
+                 unroll: Refinement | None = None, forward_weight: float = 0.0):
         super().__init__()
-        self.net, self.distillation, self.unroll = net, distillation, unroll
+        self.net, self.distillation, self.unroll, self.forward_weight = net, distillation, unroll, forward_weight
         self.register_buffer("global_ids", global_ids, persistent=False)
 
     def forward(self, tasks) -> dict[str, Tensor]:
-        result = meta_batch_losses(self.net, tasks, self.global_ids, self.distillation, self.unroll)
+        result = meta_batch_losses(self.net, tasks, self.global_ids, self.distillation, self.unroll,
+                                   self.forward_weight)
         return {name: getattr(result, name) for name in LOGGED}
 
 
@@ -288,7 +314,7 @@ class Trainer:
         global_ids = torch.full((int(store.labels.max()) + 1,), -1, dtype=torch.long)
         global_ids[torch.tensor(sorted(config.train_classes))] = torch.arange(len(config.train_classes))
         losses = MetaBatchLoss(net, global_ids.to(self.device), config.distillation(net.config),
-                               config.unroll(net.config))
+                               config.unroll(net.config), config.forward_weight)
         self.loss = distributed.wrap(losses, world, self.device, find_unused=net.config.loss == "metric")
         self.step = 0
         self.saved_step: int | None = None  # the step of the last training state written (always finite)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .episodes import TaskBatch, _as_float
 from .sampler import EpisodeSpec, SplitMix64, TooFewImagesError, class_members
+from .strokes import MEMBERS, STROKE_CLASSES, render, stroke_class
 
 TRANSFORMS = 1 << 14  # transformations; the pool's classes: TRANSFORMS × the number of base classes
 P_SHARED = 0.75  # of tasks whose classes share one transformation
@@ -46,6 +47,7 @@ P_FLIP_H, P_FLIP_V = 0.5, 0.25
 SCALES, SHIFT_PX, ELASTIC_PX = (0.8, 1.25), 2.0, (1.0, 3.0)
 ELASTIC_GRID = 4  # the displacement field: ELASTIC_GRID² random vectors, upsampled bicubically
 BLEND_WEIGHTS = (0.35, 0.65)
+STROKE_STREAM = 0x57_0E  # mixed into the seed of the stroke images' random numbers
 
 
 @dataclass(frozen=True)
@@ -162,21 +164,49 @@ def _shuffle_patches(x: torch.Tensor, permutation: tuple[int, ...]) -> torch.Ten
     return out
 
 
+def _distinct(rng: SplitMix64, n: int, k: int) -> list[int]:
+    """``k`` distinct numbers below ``n`` (``n`` ≫ ``k``), in the order drawn."""
+    drawn: list[int] = []
+    while len(drawn) < k:
+        c = rng.below(n)
+        if c not in drawn:
+            drawn.append(c)
+    return drawn
+
+
+def _stroke_classes(rng: SplitMix64, ways: int) -> list[int]:
+    """A stroke task's classes: with probability ``P_SHARED`` members of one family (alike), else any."""
+    if rng.below(1 << 20) < P_SHARED * (1 << 20):
+        family = rng.below(STROKE_CLASSES // MEMBERS)
+        return [family * MEMBERS + m for m in rng.choose(list(range(MEMBERS)), ways)]
+    return _distinct(rng, STROKE_CLASSES, ways)
+
+
 @dataclass(frozen=True)
 class VirtualEpisode:
     """One task over virtual classes: their ids and, per class, the store indices of its images."""
 
     classes: np.ndarray  # [ways] virtual class ids
     picks: np.ndarray  # [ways, 2, sketch + query]: row 0 the first base's images, row 1 the second's (mixtures)
+    strokes: bool = False  # the classes are synthetic stroke classes (data/strokes.py), ids ≥ the pool's
+
+
+_cached_stroke_class = functools.lru_cache(maxsize=8192)(stroke_class)
 
 
 class TransformedClassStream:
     """Tasks over the virtual classes made from ``classes`` of ``store``; the same interface as
     :class:`~pudnet.data.episodes.EpisodeStream` (``batch``), episode ``i`` a pure function of ``(seed, i)``.
-    No virtual class turns its images within :data:`ANGLE_MARGIN` of ``avoid_degrees``."""
+    No virtual class turns its images within :data:`ANGLE_MARGIN` of ``avoid_degrees``. A ``stroke_tasks``
+    fraction of the tasks are of synthetic stroke classes instead (data/strokes.py; class id = the pool's
+    size + the stroke class), a second kind of image to adapt to."""
 
-    def __init__(self, store, classes: list[int], spec: EpisodeSpec, seed: int, avoid_degrees: float | None = None):
+    def __init__(self, store, classes: list[int], spec: EpisodeSpec, seed: int, avoid_degrees: float | None = None,
+                 stroke_tasks: float = 0.0):
+        if not 0.0 <= stroke_tasks <= 1.0:
+            raise ValueError(f"stroke_tasks is a fraction of the tasks, in [0, 1], got {stroke_tasks}")
         self.store, self.spec, self.seed, self.avoid_degrees = store, spec, seed, avoid_degrees
+        self.stroke_tasks = stroke_tasks
         self.bases = tuple(sorted(int(c) for c in classes))
         found = class_members(store.labels)
         per_class = spec.sketch + spec.query
@@ -193,16 +223,16 @@ class TransformedClassStream:
 
     def episode(self, index: int) -> VirtualEpisode:
         rng, n = SplitMix64(self.seed, index), len(self.bases)
+        per_class = self.spec.sketch + self.spec.query
+        if self.stroke_tasks and rng.below(1 << 20) < self.stroke_tasks * (1 << 20):
+            classes = _stroke_classes(rng, self.spec.ways)
+            return VirtualEpisode(self.pool_classes + np.asarray(classes, dtype=np.int64),
+                                  np.zeros((self.spec.ways, 2, per_class), dtype=np.int64), strokes=True)
         if rng.below(1 << 20) < P_SHARED * (1 << 20):
             t = rng.below(TRANSFORMS)
             classes = [t * n + b for b in rng.choose(list(range(n)), self.spec.ways)]
         else:
-            classes = []
-            while len(classes) < self.spec.ways:
-                c = rng.below(self.pool_classes)
-                if c not in classes:
-                    classes.append(c)
-        per_class = self.spec.sketch + self.spec.query
+            classes = _distinct(rng, self.pool_classes, self.spec.ways)
         picks = np.empty((self.spec.ways, 2, per_class), dtype=np.int64)
         for k, c in enumerate(classes):
             bases = self.virtual_class(c).bases
@@ -217,13 +247,22 @@ class TransformedClassStream:
         by class in episode-label order like :class:`TaskBatch`."""
         episode, s = self.episode(index), self.spec.sketch
         sketch, query = [], []
-        for c, picks in zip(episode.classes, episode.picks):
-            vc = self.virtual_class(int(c))
-            images = self.store.images
-            made = transform(images[picks[0]], images[picks[1]] if vc.mixture else None, vc)
+        for k, (c, picks) in enumerate(zip(episode.classes, episode.picks)):
+            made = self._stroke_images(index, k, int(c)) if episode.strokes else self._transformed(int(c), picks)
             sketch.append(made[:s])
             query.append(made[s:])
         return np.concatenate(sketch), np.concatenate(query), episode.classes
+
+    def _transformed(self, class_id: int, picks: np.ndarray) -> np.ndarray:
+        vc, images = self.virtual_class(class_id), self.store.images
+        return transform(images[picks[0]], images[picks[1]] if vc.mixture else None, vc)
+
+    def _stroke_images(self, index: int, k: int, class_id: int) -> np.ndarray:
+        """Episode ``index``'s ``k``-th class's images, drawn afresh (at the store's image size)."""
+        size = self.store.images.shape[-1]
+        images = render(_cached_stroke_class(class_id - self.pool_classes), self.spec.sketch + self.spec.query,
+                        SplitMix64(self.seed ^ STROKE_STREAM, index * self.spec.ways + k), size)
+        return np.repeat(images, self.store.images.shape[1], axis=1)
 
     def batch(self, indices: list[int]) -> TaskBatch:
         sketch, query, classes = zip(*(self.images(i) for i in indices))

@@ -22,7 +22,7 @@ FLOAT_BOUNDS = {
     "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0),
     "tau_init": (1e-3, 1e4),
 }
-BOOL_FIELDS = ("use_ahru", "sketch_support", "learn_tau")
+BOOL_FIELDS = ("use_ahru", "sketch_support", "learn_tau", "learn_refine_lr")
 TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
 OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
 
@@ -63,6 +63,9 @@ class PudNetConfig:
     refine_lr: float = 0.2
     refine_last: int = 3
     refine_pseudo: float = 1.0
+    # a learned step size per refined tensor (Meta-SGD's, per tensor), starting at refine_lr; meta-trained
+    # through the refinement (`pudnet train --unroll-steps`)
+    learn_refine_lr: bool = False
     # the auxiliary full-classification head over the training classes (training only; 0 = none, as released)
     num_train_classes: int = 6
     loss: str = "full"  # "full" = metric + full head + KL; "metric"; "no_kl"

@@ -26,6 +26,7 @@ class TaskResult:
     kl: Tensor
     accuracy: Tensor
     distill: Tensor
+    forward: Tensor  # meta-training through the refinement: the forward pass's own metric loss (else 0)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def task_losses(net: PudNet, params: Params, tasks: TaskBatch, index: int, globa
         full = F.cross_entropy(head_logits, task_global[query_labels])
         if net.config.loss == "full":
             kl = metric_head_kl(logits, head_logits, task_global)
-    return TaskResult(metric + full + kl, metric, full, kl, accuracy, zero)
+    return TaskResult(metric + full + kl, metric, full, kl, accuracy, zero, zero)
 
 
 def distillation_loss(net: PudNet, weights: list[Tensor], tasks: TaskBatch, index: int,
@@ -119,18 +120,27 @@ def metric_head_kl(metric_logits: Tensor, head_logits: Tensor, task_global: Tens
 
 
 def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor,
-                      distillation: Distillation | None = None, unroll: Refinement | None = None) -> TaskResult:
+                      distillation: Distillation | None = None, unroll: Refinement | None = None,
+                      forward_weight: float = 0.0) -> TaskResult:
     """Mean losses over the tasks of a meta-batch, their weights predicted in one forward pass; with a
     ``distillation`` plus its weight times :func:`distillation_loss`; with ``unroll``, the task losses are
-    those of the weights after that refinement on the task's sketch set, differentiated through it."""
+    those of the weights after that refinement on the task's sketch set, differentiated through it, plus
+    ``forward_weight`` × the forward pass's own metric loss."""
     labels = tasks.sketch_labels if net.config.sketch_support else None
     weights = net(tasks.sketch, labels)
     results = []
     for b in range(len(tasks.sketch)):
         params = net.params_of(weights, b)
+        forward = None
         if unroll is not None:
-            params = refine(net.target, params, tasks.sketch[b], tasks.sketch_labels[b], unroll, differentiable=True)
+            if forward_weight:
+                forward = task_losses(net, params, tasks, b, global_ids).metric
+            params = refine(net.target, params, tasks.sketch[b], tasks.sketch_labels[b], unroll, differentiable=True,
+                            step_sizes=net.refine_step_sizes())
         result = task_losses(net, params, tasks, b, global_ids)
+        if forward is not None:
+            result.forward = forward
+            result.loss = result.loss + forward_weight * forward
         if distillation is not None:
             result.distill = distillation_loss(net, weights, tasks, b, distillation)
             result.loss = result.loss + distillation.weight * result.distill

@@ -82,6 +82,13 @@ class PudNet(nn.Module):
         self.head = nn.Linear(self.target.feature_dim, config.num_train_classes) if has_head else None
         log_tau = torch.tensor(math.log(config.tau_init))
         self.log_tau = nn.Parameter(log_tau) if config.learn_tau else nn.Buffer(log_tau)
+        if config.learn_refine_lr:
+            self.log_refine_lr = nn.Parameter(torch.full((config.refine_last,), math.log(config.refine_lr)))
+
+    def refine_step_sizes(self) -> Tensor | None:
+        """The refinement's learned step size per refined tensor (``config.learn_refine_lr``), else None
+        (every tensor at ``config.refine_lr``)."""
+        return self.log_refine_lr.exp() if self.config.learn_refine_lr else None
 
     @classmethod
     def for_module(cls, module: nn.Module, name: str | None = None, **config) -> "PudNet":
@@ -241,7 +248,7 @@ class PudNet(nn.Module):
         with hardware.autocast(images.device, precision):
             if self.config.refine_steps:
                 params = refine(self.target, params, *_at_most(REFINE_IMAGES, images, labels),
-                                self.config.refinement)
+                                self.config.refinement, step_sizes=self.refine_step_sizes())
             stats = self._dataset_stats(params, _at_most(STATS_IMAGES, images, labels)[0], progress)
         check_finite(params, "the refined parameters")
         check_finite({f"{name}.{part}": t for name, pair in stats.items() for part, t in zip(("mean", "var"), pair)},

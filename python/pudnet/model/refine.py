@@ -56,21 +56,29 @@ def refined_names(target: Target, refinement: Refinement) -> list[str]:
 
 
 def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement,
-           differentiable: bool = False) -> Params:
+           differentiable: bool = False, step_sizes: Tensor | None = None) -> Params:
     """``params`` after ``refinement.steps`` SGD steps on the last ``refinement.last`` tensors (float32).
 
     ``images`` [N, C, H, W] is the dataset, ``labels`` [N] a class index per labelled image and −1 elsewhere.
     ``differentiable``: the steps stay in the autograd graph (second order), so that a loss of the refined
     parameters trains what produced ``params`` (meta-training through the refinement, MAML-style).
+    ``step_sizes``: one learning rate per refined tensor instead of ``refinement.lr`` (a PudNet's learned ones,
+    ``PudNet.refine_step_sizes``; differentiable ones are trained through the steps).
     """
     if labels.shape != images.shape[:1]:
         raise ValueError(f"refinement needs one label per image: {list(images.shape)} vs {list(labels.shape)}")
     counts = torch.bincount(labels[labels >= 0])
     if len(counts) < 2 or bool((counts == 0).any()):
         raise ValueError("refinement needs labelled images of at least 2 classes (labels 0..K−1, each class present)")
-    if differentiable:
-        return _refine_in_graph(target, params, images, labels, refinement)
     names = refined_names(target, refinement)
+    if step_sizes is None:
+        step_sizes = torch.full((len(names),), refinement.lr)
+    if step_sizes.shape != (len(names),):
+        raise ValueError(f"refinement needs one step size per refined tensor ({len(names)}), got "
+                         f"{list(step_sizes.shape)}")
+    if differentiable:
+        return _refine_in_graph(target, params, images, labels, refinement, step_sizes)
+    rates = step_sizes.detach().tolist()
     params = {name: value.float() for name, value in params.items()}
     trained = {name: params[name].clone().requires_grad_() for name in names}
     with torch.enable_grad():
@@ -80,18 +88,20 @@ def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refin
             loss = refinement_loss(features, labels, refinement.tau, refinement.pseudo)
             grads = torch.autograd.grad(loss, list(trained.values()))
             with torch.no_grad():
-                for value, grad in zip(trained.values(), grads):
-                    value -= refinement.lr * grad
+                for value, grad, rate in zip(trained.values(), grads, rates):
+                    value -= rate * grad
     return params | {name: value.detach() for name, value in trained.items()}
 
 
-def _refine_in_graph(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement
-                     ) -> Params:
+def _refine_in_graph(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement,
+                     step_sizes: Tensor) -> Params:
     """:func:`refine` with every step differentiable (no frozen prefix: the earlier tensors get gradients too)."""
     trained = {name: params[name] for name in refined_names(target, refinement)}
+    step_sizes = step_sizes.to(images.device)
     for _ in range(refinement.steps):
         features, _ = target.forward(params | trained, images)
         loss = refinement_loss(features, labels, refinement.tau, refinement.pseudo)
         grads = torch.autograd.grad(loss, list(trained.values()), create_graph=True)
-        trained = {name: value - refinement.lr * grad for (name, value), grad in zip(trained.items(), grads)}
+        trained = {name: value - rate * grad
+                   for (name, value), grad, rate in zip(trained.items(), grads, step_sizes)}
     return params | trained
