@@ -49,3 +49,16 @@ def test_a_released_checkpoint_predicts_what_its_source_does_and_trains_only_wit
     tasks = EpisodeStream(small_fashion, [0, 1, 2, 3], EpisodeSpec(4, 12, 4, 3), seed=0).batch([0])
     with pytest.raises(ValueError, match="auxiliary head.*loss 'metric'"):
         meta_batch_losses(released, tasks, torch.arange(10))
+
+
+def test_release_keeps_the_learned_step_sizes_and_refuses_to_drop_them(tmp_path, capsys):
+    from test_model import tiny
+
+    source = tmp_path / "learned.safetensors"
+    tiny(refine_steps=3, learn_refine_lr=True).save_pretrained(source)
+    out = tmp_path / "released.safetensors"
+    assert main(["release", str(source), str(out), "--refine-steps", "0", "--refine-last", "2"]) == USAGE
+    assert "--refine-last 3" in capsys.readouterr().err and not out.exists()
+    assert main(["release", str(source), str(out), "--refine-steps", "0"]) == 0
+    assert torch.equal(pudnet.PudNet.from_pretrained(out).log_refine_lr,
+                       pudnet.PudNet.from_pretrained(source).log_refine_lr)

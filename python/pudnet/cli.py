@@ -381,6 +381,9 @@ def cmd_release(args) -> None:
     from .report import checkpoint_sha256
 
     state = PudNet.read_checkpoint(args.checkpoint)
+    if state.config.learn_refine_lr and args.refine_last != state.config.refine_last:
+        raise UsageError(f"{args.checkpoint} learned one refinement step size for each of its last "
+                         f"{state.config.refine_last} tensors: keep --refine-last {state.config.refine_last}")
     try:
         config = replace(state.config, refine_steps=args.refine_steps, refine_lr=args.refine_lr,
                          refine_last=args.refine_last, refine_pseudo=args.refine_pseudo,
