@@ -65,7 +65,7 @@ def test_prediction_streams_statistics_and_bounds_the_refinement(small_fashion, 
     assert all(torch.equal(a, b) for layer in capped for a, b in zip(capped[layer], expected[layer]))
 
     refined_on = []
-    monkeypatch.setattr(pudnet_module, "refine", lambda target, p, x, y, how: refined_on.append(y) or p)
+    monkeypatch.setattr(pudnet_module, "refine", lambda target, p, x, y, how, **_: refined_on.append(y) or p)
     monkeypatch.setattr(pudnet_module, "REFINE_IMAGES", 20)
     net.predict_params(images, labels)
     assert len(refined_on[0]) == 20 and int((refined_on[0] >= 0).sum()) == 8  # every labelled image kept
