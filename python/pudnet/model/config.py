@@ -17,12 +17,13 @@ INT_BOUNDS = {
     "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "sketch_width": (1, 1024),
     "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
     "refine_last": (1, 1000), "num_train_classes": (0, 100_000),
+    "prototype_iterations": (1, 64),
 }
 FLOAT_BOUNDS = {
     "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0),
     "tau_init": (1e-3, 1e4),
 }
-BOOL_FIELDS = ("use_ahru", "sketch_support", "learn_tau", "learn_refine_lr")
+BOOL_FIELDS = ("use_ahru", "sketch_support", "learn_tau", "learn_refine_lr", "prototype_update")
 TARGET_KWARG_BOUNDS = {"in_channels": (1, 64), "image_size": (1, 1024), "width": (1, 1024), "depth": (1, 16)}
 OTHER_TARGET_KWARG_BOUNDS = (1, 1024)  # any other (integer) argument of a target
 
@@ -57,6 +58,10 @@ class PudNetConfig:
     # evenly spaced): meta-training's datasets have 200 (4 classes × 50), and the sketch encoder's pass is
     # most of a prediction's time; 0 sketches every image
     sketch_images: int = 200
+    # add a learned update of the last 3×3 convolution built from the labelled class prototypes of the dataset
+    # under the base (model/prototype.py; residual modes)
+    prototype_update: bool = False
+    prototype_iterations: int = 1  # rounds of that update, each under the weights updated so far
     # at prediction, refine the last `refine_last` parameter tensors by `refine_steps` SGD steps on the dataset:
     # labelled centroid loss + `refine_pseudo` × pseudo-labels of every image (model/refine.py; 0 = off)
     refine_steps: int = 0
@@ -85,6 +90,9 @@ class PudNetConfig:
         for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.prototype_update and self.weight_mode == "paper":
+            raise ValueError("prototype_update changes a base's last convolution: it needs weight_mode "
+                             "'residual' or 'frozen_base'")
         self._check_target()
 
     def _check_target(self) -> None:
@@ -107,7 +115,7 @@ class PudNetConfig:
     @property
     def uses_labels(self) -> bool:
         """Whether a prediction needs labelled samples (the sketch sees prototypes, or the refinement)."""
-        return self.sketch_support or self.refine_steps > 0
+        return self.sketch_support or self.refine_steps > 0 or self.prototype_update
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ from ..targets.base import STATS_CHUNK, Params, Stats
 from . import hotpath, serialise
 from .config import PudNetConfig
 from .generators import WeightGenerators
+from .prototype import PrototypeUpdate
 from .refine import REFINE_IMAGES, refine
 from .serialise import Checkpoint
 from .sketch import SketchEncoder
@@ -76,6 +77,8 @@ class PudNet(nn.Module):
                 for spec in self.specs:
                     self.base.register_buffer(_key(spec.name), base[spec.name])
             self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
+        self.prototype = (PrototypeUpdate(self.target, iterations=config.prototype_iterations)
+                          if config.prototype_update else None)
         # the classification task's auxiliary head (training only); a target without features has none, and a
         # released checkpoint (num_train_classes 0) ships none
         has_head = self.target.feature_dim and config.num_train_classes
@@ -173,7 +176,13 @@ class PudNet(nn.Module):
     def forward(self, images: Tensor, labels: Tensor | None = None) -> list[Tensor]:
         """Predicted parameters, one ``[B, *shape]`` tensor per spec of the target (in spec order)."""
         raws = self.generators(self.layer_codes(self.embedding(images, labels)))
-        return [self._finalise(i, raw) for i, raw in enumerate(raws)]
+        weights = [self._finalise(i, raw) for i, raw in enumerate(raws)]
+        if self.prototype is not None:
+            if labels is None:
+                raise ValueError("this PudNet's prototype update needs labelled samples (labels ≥ 0)")
+            i = [s.name for s in self.specs].index(self.prototype.name)
+            weights[i] = weights[i] + self.prototype(self.base_params(), *self._sketch_subset(images, labels))
+        return weights
 
     def base_params(self) -> Params:
         """The base the residual modes add their predictions to."""
