@@ -17,7 +17,6 @@ INT_BOUNDS = {
     "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "sketch_width": (1, 1024),
     "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
     "refine_last": (1, 1000), "num_train_classes": (0, 100_000),
-    "prototype_iterations": (1, 64),
 }
 FLOAT_BOUNDS = {
     "alpha": (0.0, 1.0), "residual_init": (0.0, 100.0), "refine_lr": (1e-9, 100.0), "refine_pseudo": (0.0, 100.0),
@@ -61,7 +60,6 @@ class PudNetConfig:
     # add a learned update of the last 3×3 convolution built from the labelled class prototypes of the dataset
     # under the base (model/prototype.py; residual modes)
     prototype_update: bool = False
-    prototype_iterations: int = 1  # rounds of that update, each under the weights updated so far
     # at prediction, refine the last `refine_last` parameter tensors by `refine_steps` SGD steps on the dataset:
     # labelled centroid loss + `refine_pseudo` × pseudo-labels of every image (model/refine.py; 0 = off)
     refine_steps: int = 0

@@ -10,9 +10,7 @@ closed form, with no gradient step:
 ``v_kp`` the mean input patch at position ``p`` of the labelled images of class ``k``, centred over the classes
 and scaled to unit RMS (the class prototypes of the last block's input under the frozen base), ``u_kp = W v_kp``
 the base's output for it, scaled to unit RMS per position, and ``g`` a learned per-position MLP (its last layer
-starts at zero, so a fresh PudNet predicts the base). With ``iterations`` > 1 the update is applied again,
-``u_kp`` read under the weights updated so far (the same ``g`` and ``γ``: a learned iteration on the prototypes,
-still no gradient of any loss). benchmarks/NOTES.md (session 8) has the experiments.
+starts at zero, so a fresh PudNet predicts the base). benchmarks/NOTES.md (sessions 8 and 10) has the experiments.
 """
 
 from __future__ import annotations
@@ -37,9 +35,9 @@ def last_conv(target: Target) -> str:
 class PrototypeUpdate(nn.Module):
     """``ΔW`` of the target's last 3×3 convolution from a dataset's labelled class prototypes (module doc)."""
 
-    def __init__(self, target: Target, hidden: int = 64, iterations: int = 1):
+    def __init__(self, target: Target, hidden: int = 64):
         super().__init__()
-        self.target, self.name, self.iterations = target, last_conv(target), iterations
+        self.target, self.name = target, last_conv(target)
         out_channels = dict((s.name, s.shape) for s in target.specs())[self.name][0]
         self.hidden = nn.Linear(out_channels, hidden)
         self.out = nn.Linear(hidden, out_channels)
@@ -58,16 +56,13 @@ class PrototypeUpdate(nn.Module):
             block_input, _ = self.target.frozen_prefix(base, images, {self.name})  # the dataset's statistics
             patches = F.unfold(block_input[known].float(), 3, padding=1)
             prototypes = self._centred_prototypes(patches, labels[known])  # [K, D, P]
-        flat = weight.flatten(1).float()
-        scale = self.gain * flat.pow(2).mean().sqrt()
-        update = torch.zeros_like(flat)
-        for _ in range(self.iterations):  # each round reads the prototypes' outputs under the weights so far
-            outputs = torch.einsum("od,kdp->kpo", flat + update, prototypes)
+            outputs = torch.einsum("od,kdp->kpo", weight.flatten(1).float(), prototypes)
             outputs = outputs / (outputs.pow(2).mean(-1, keepdim=True).sqrt() + EPS)  # [K, P, O]
-            directions = self.out(F.leaky_relu(self.hidden(outputs), 0.2))  # [K, P, O]
-            k, p = directions.shape[:2]
-            update = update + scale * torch.einsum("kpo,kdp->od", directions, prototypes) / (k * p)
-        return update.view_as(weight)
+        directions = self.out(F.leaky_relu(self.hidden(outputs), 0.2))  # [K, P, O]
+        k, p = directions.shape[:2]
+        update = torch.einsum("kpo,kdp->od", directions, prototypes) / (k * p)
+        scale = self.gain * weight.pow(2).mean().sqrt()
+        return (scale * update).view_as(weight)
 
     @staticmethod
     def _centred_prototypes(patches: Tensor, labels: Tensor) -> Tensor:

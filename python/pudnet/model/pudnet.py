@@ -77,8 +77,7 @@ class PudNet(nn.Module):
                 for spec in self.specs:
                     self.base.register_buffer(_key(spec.name), base[spec.name])
             self.residual_scale = nn.Parameter(torch.full((len(self.specs),), config.residual_init))
-        self.prototype = (PrototypeUpdate(self.target, iterations=config.prototype_iterations)
-                          if config.prototype_update else None)
+        self.prototype = PrototypeUpdate(self.target) if config.prototype_update else None
         # the classification task's auxiliary head (training only); a target without features has none, and a
         # released checkpoint (num_train_classes 0) ships none
         has_head = self.target.feature_dim and config.num_train_classes
