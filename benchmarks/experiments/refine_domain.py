@@ -16,6 +16,7 @@ import json
 import torch
 
 from pools import validation_evaluator
+from validate_steps import forward_pass
 
 from pudnet.baselines import shipped_path
 from pudnet.baselines.common import load_baseline
@@ -39,6 +40,12 @@ def evaluator_for(domain: str, groups: int):
     return Evaluator(datasets.fashion_mnist("train"), datasets.fashion_mnist("test"), EvalConfig(groups=groups))
 
 
+def parsed_variant(text: str) -> Refinement:
+    """``steps:lr:last:pseudo`` as a Refinement."""
+    steps, lr, last, pseudo = text.split(":")
+    return Refinement(int(steps), float(lr), int(last), float(pseudo))
+
+
 def refined_on(target, params, tasks, refinement, step_sizes=None):
     return refine(target, params, tasks.sketch[0], tasks.sketch_labels[0], refinement, step_sizes=step_sizes)
 
@@ -58,8 +65,7 @@ def main():
     target = net.target if net else PudNet().target
     pretrained, _ = load_baseline(shipped_path("pretrained", target), target)
     full, labelled_only = Refinement(STEPS), Refinement(STEPS, pseudo=0.0)
-    variants = {v: Refinement(int(v.split(":")[0]), *map(float, v.split(":")[1:2]), int(v.split(":")[2]),
-                              float(v.split(":")[3])) for v in args.variants.split(",") if v}
+    variants = {v: parsed_variant(v) for v in args.variants.split(",") if v}
     scores: dict[str, list[float]] = {}
 
     def score(name, params, tasks):
@@ -75,8 +81,7 @@ def main():
             for name, refinement in variants.items():
                 score(f"pretrained own {name}", refined_on(target, pretrained, tasks, refinement), tasks)
             if net is not None:
-                own, other = (net.predict_weights(*net.labelled_dataset(t.sketch[0], (
-                    t.sketch[0][t.support_positions], t.labels("support")))) for t in (tasks, foreign))
+                own, other = forward_pass(net, tasks), forward_pass(net, foreign)
                 sizes = net.refine_step_sizes()
                 score("pudnet forward own", own, tasks)
                 score("pudnet forward foreign", other, tasks)

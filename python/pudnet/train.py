@@ -244,8 +244,7 @@ class Validator:
             sketch, query = (stroke_store(classes, count, train.seed + 7919 + count, size=size) for count in (100, 50))
             config = EvalConfig(
                 groups=train.validation_groups, ways=4, sketch=100, support=train.support, query=50,
-                classes=list(range(STROKE_VALIDATION_CLASSES)),
-                foreign_classes=list(range(STROKE_VALIDATION_CLASSES, 2 * STROKE_VALIDATION_CLASSES)),
+                classes=list(range(n)), foreign_classes=list(range(n, 2 * n)),
                 seed=train.seed + 7919, spread_datasets=4, precision=train.precision,
             )
         else:

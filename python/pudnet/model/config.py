@@ -112,7 +112,8 @@ class PudNetConfig:
 
     @property
     def uses_labels(self) -> bool:
-        """Whether a prediction needs labelled samples (the sketch sees prototypes, or the refinement)."""
+        """Whether a prediction needs labelled samples (the sketch or the prototype update sees class prototypes,
+        or the refinement trains on them)."""
         return self.sketch_support or self.refine_steps > 0 or self.prototype_update
 
     def to_dict(self) -> dict:

@@ -126,7 +126,7 @@ def meta_batch_losses(net: PudNet, tasks: TaskBatch, global_ids: Tensor,
     ``distillation`` plus its weight times :func:`distillation_loss`; with ``unroll``, the task losses are
     those of the weights after that refinement on the task's sketch set, differentiated through it, plus
     ``forward_weight`` × the forward pass's own metric loss."""
-    labels = tasks.sketch_labels if net.config.sketch_support else None
+    labels = tasks.sketch_labels if net.config.uses_labels else None  # as prediction passes them
     weights = net(tasks.sketch, labels)
     results = []
     for b in range(len(tasks.sketch)):

@@ -294,7 +294,9 @@ class PudNet(nn.Module):
         if not self.config.uses_labels:
             return images, None
         if support is None:
-            reason = "its sketch reads class prototypes" if self.config.sketch_support else "it refines on them"
+            reason = ("its sketch reads class prototypes" if self.config.sketch_support
+                      else "it updates its last convolution from them" if self.config.prototype_update
+                      else "it refines on them")
             raise ValueError(f"this PudNet needs labelled samples ({reason}): predict(data, "
                              "support=data.labelled(10)) or support=(images, labels); "
                              "pudnet.pretrained_names(needs_labels=False) lists the shipped checkpoints that do not")
