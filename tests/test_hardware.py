@@ -76,3 +76,20 @@ def test_training_and_prediction_follow_the_decision(cpu_with, small_fashion, tm
     finally:
         torch.nn.functional.conv2d = original
     assert seen and all(state == (False, torch.float32) for state in seen)
+
+
+def test_benchmark_figures_of_each_machine_kind_keep_their_own_names(cpu_with, monkeypatch):
+    from pudnet import bench, report
+
+    written = {}
+    monkeypatch.setattr(report, "merge_summary", lambda entries: written.update(entries))
+    entry = {"value": 1.0}
+    cpu_with(avx512_bf16=False, amx_bf16=False)
+    bench._record({"predict_latency.convnet3.weights_ms": entry}, torch.device("cpu"))
+    cpu_with(amx_bf16=True)
+    bench._record({"predict_latency.convnet3.weights_ms": entry}, torch.device("cpu"))
+    bench._record({"predict_latency.convnet3.weights_ms": entry}, torch.device("cuda", 0))
+    assert sorted(written) == ["predict_latency.convnet3.weights_ms",
+                               "predict_latency.cpu_native_bf16.convnet3.weights_ms",
+                               "predict_latency.cuda.convnet3.weights_ms"]
+    assert written["predict_latency.cuda.convnet3.weights_ms"]["device"] == "cuda:0"

@@ -131,11 +131,24 @@ def _latency_entries(target: str, what: str, ms: dict[str, float], precision: st
 
 
 def _record(entries: dict, device: torch.device) -> None:
+    """Merge ``entries`` into the summary under names that tell the kind of machine: the figures of a CPU
+    without native bf16 keep the plain names, a native-bf16 CPU's and a GPU's get a segment of their own
+    (``predict_latency.cpu_native_bf16.convnet3.weights_ms``), so that one kind never overwrites another's."""
     from .report import merge_summary
 
-    for entry in entries.values():
-        entry["device"] = str(device)
-    merge_summary(entries)
+    kind = machine_kind(device)
+    named = {}
+    for name, entry in entries.items():
+        head, rest = name.split(".", 1)
+        named[f"{head}.{kind}.{rest}" if kind else name] = {**entry, "device": str(device)}
+    merge_summary(named)
+
+
+def machine_kind(device: torch.device) -> str:
+    """"" for a CPU without native bf16, "cpu_native_bf16" for one with it, else the device type."""
+    if device.type != "cpu":
+        return device.type
+    return "cpu_native_bf16" if hardware.cpu_has_native_bf16() else ""
 
 
 def train_throughput(repeats: int = 5, targets: tuple[str, ...] = TARGETS, threads: tuple[int, ...] = (1, 2),
