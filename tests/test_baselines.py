@@ -54,6 +54,11 @@ def test_pretrained_trains_saves_and_loads(tmp_path, small_fashion):
     assert meta["baseline"] == "pretrained" and "command" in meta and "train" in meta
     for name in params:
         torch.testing.assert_close(loaded[name], params[name])
+    half = tmp_path / "half.safetensors"
+    save_baseline(params, half, "pretrained", target, info, half=True)
+    assert half.stat().st_size < 0.6 * out.stat().st_size
+    loaded, _ = load_baseline(half, target, "pretrained")
+    assert all(torch.equal(loaded[name], params[name].half().float()) for name in params)
 
 
 @pytest.mark.parametrize("distance", ["cosine", "euclidean"])

@@ -193,3 +193,28 @@ def assert_resumed_group_draws_what_an_uninterrupted_run_draws(result, train_sto
         scratch_score = accuracy_with(target, scratch(tasks), tasks, 0)
     assert result["methods"]["random_init"]["scores"][1] == pytest.approx(random_score, abs=1e-6)
     assert result["methods"]["scratch_adam_1ep_10perclass"]["scores"][1] == pytest.approx(scratch_score, abs=1e-6)
+
+
+def test_a_weights_folder_without_protonet_leaves_protonet_out(tmp_path, capsys, one_thread):
+    import shutil
+
+    from pudnet.baselines import WEIGHTS
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(WEIGHTS / "pretrained-convnet3.safetensors", weights)
+    out = tmp_path / "frontier"
+    argv = ["eval", "--frontier", "--frontier-steps", "0", "--frontier-epochs", "1", "--frontier-out", str(out),
+            "--weights-dir", str(weights), "--quiet", "--device", "cpu", *one_thread, "--groups", "1"]
+    assert main(argv) == 0
+    assert main(argv[:-1] + ["2"]) == 0  # continues from the first group's row
+    result = json.loads((out / "frontier.json").read_text())
+    assert "protonet" not in result["methods"] and "pretrained" in result["methods"]
+    assert len(result["methods"]["pretrained"]["scores"]) == 2
+    assert list(result["settings"]["baseline_files"]) == ["pretrained-convnet3.safetensors"]
+    shutil.copy(WEIGHTS / "protonet-convnet3.safetensors", weights)
+    assert main(argv) == USAGE  # the folder's rows came from other baseline files
+    assert "baseline_files" in capsys.readouterr().err
+    (weights / "pretrained-convnet3.safetensors").unlink()
+    assert main(argv) != 0  # no pretrained weights: a clear error, not a run
+    assert "python -m pudnet.baselines train pretrained --target convnet3" in capsys.readouterr().err

@@ -68,8 +68,8 @@ def test_generated_matrices_are_well_conditioned(small_fashion):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"use_ahru": False}, {"loss": "metric"}, {"loss": "no_kl"}, {"weight_mode": "residual"}, {"weight_mode": "frozen_base"},
-     {"sketch_support": True}],
-    ids=["paper", "no-ahru", "metric-only", "no-kl", "residual", "frozen-base", "sketch-support"],
+     {"sketch_support": True}, {"weight_mode": "frozen_base", "generator_rank": 2}],
+    ids=["paper", "no-ahru", "metric-only", "no-kl", "residual", "frozen-base", "sketch-support", "low-rank"],
 )
 def test_every_variant_trains_end_to_end(small_fashion, overrides):
     net = tiny(**overrides)
@@ -87,6 +87,24 @@ def test_every_variant_trains_end_to_end(small_fashion, overrides):
         assert net.ahru is None
     else:
         assert grads["ahru.w_h"].abs().sum() > 0
+
+
+def test_low_rank_generators_make_matrices_of_that_rank_from_far_fewer_numbers(small_fashion):
+    def generator_numbers(**config):
+        with torch.device("meta"):
+            return sum(p.numel() for p in PudNet(PudNetConfig(target="resnet18", **config)).generators.parameters())
+
+    assert generator_numbers(generator_rank=1) < 0.05 * generator_numbers()
+    rank = 2
+    low = tiny(generator_rank=rank)
+    weights = low(tasks(small_fashion).sketch)
+    for spec, w in zip(low.specs, weights):
+        assert w.shape[1:] == spec.shape
+        if spec.is_matrix:  # standardised: U V minus its mean, so at most rank + 1
+            assert torch.linalg.matrix_rank(w[0].reshape(spec.shape[0], -1)) <= rank + 1, spec.name
+            assert abs(w[0].std().item() / (2.0 / spec.fan_in) ** 0.5 - 1) < 0.05, spec.name
+    sketches = tasks(small_fashion, seed=1).sketch
+    assert not torch.allclose(weights[0][0], low(sketches)[0][0])  # still conditioned on the dataset
 
 
 def test_sketch_support_needs_labels(small_fashion):

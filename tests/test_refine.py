@@ -9,6 +9,7 @@ from pudnet.data.sampler import EpisodeSpec
 from pudnet.evaluate import refined_baseline
 from pudnet.model.refine import Refinement, refine, refinement_loss
 from pudnet.targets import make_target
+from pudnet.targets.base import Target
 
 from test_model import tiny
 
@@ -41,6 +42,51 @@ def test_frozen_prefix_then_rest_equals_the_whole_forward(target, group):
         for name, (mean, var) in stats.items():
             torch.testing.assert_close(mean, whole_stats[name][0])
             torch.testing.assert_close(var, whole_stats[name][1])
+
+
+def resnet18():
+    return make_target("resnet18", in_channels=1, image_size=28)
+
+
+def test_a_resnets_prefix_then_rest_equals_the_whole_forward(group):
+    target = resnet18()
+    params = target.random_params(torch.Generator().manual_seed(1))
+    images = group.sketch[0][:12]
+    whole, whole_stats = target.forward(params, images)
+    prefix, rest = target.frozen_prefix(params, images, {"layer4.1.conv2.weight", "layer4.1.bn2.bias"})
+    assert prefix.shape[1:] == (512, 4, 4)  # the input of the last convolution: the work is done ahead
+    for _ in range(2):  # the prefix serves repeated passes unchanged
+        features, stats = rest(params, prefix)
+        torch.testing.assert_close(features, whole, rtol=1e-4, atol=1e-5)
+    assert set(stats) == {"layer4.1.bn2"}
+    torch.testing.assert_close(stats["layer4.1.bn2"][1], whole_stats["layer4.1.bn2"][1], rtol=1e-4, atol=1e-5)
+    _, rest = target.frozen_prefix(params, images, {"layer4.1.conv1.weight"})  # not the tail: no work ahead
+    torch.testing.assert_close(rest(params, images)[0], whole)
+
+
+@pytest.mark.parametrize("which", ["convnet3", "resnet18"])
+def test_the_unrolled_refinement_through_a_kept_prefix_has_the_gradients_of_whole_forwards(
+        which, target, group, monkeypatch):
+    target = target if which == "convnet3" else resnet18()
+    labels = group.sketch_labels[0]
+    keep = torch.cat([torch.nonzero(labels >= 0)[:, 0], torch.nonzero(labels < 0)[:4, 0]])  # 3 classes × 4 + 4
+    images, labels = group.sketch[0][keep], labels[keep]
+    refinement = Refinement(2)
+
+    def outer_gradients():
+        params = {k: v.requires_grad_() for k, v in target.random_params(torch.Generator().manual_seed(2)).items()}
+        unrolled = refine(target, params, images, labels, refinement, differentiable=True)
+        features, _ = target.forward(unrolled, images)
+        loss = refinement_loss(features, labels, 10.0, 0.0)
+        return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+    kept = outer_gradients()
+    monkeypatch.setattr(type(target), "frozen_prefix", Target.frozen_prefix)  # whole forwards
+    whole = outer_gradients()
+    for name, grad in whole.items():
+        torch.testing.assert_close(kept[name], grad, rtol=1e-3, atol=1e-6, msg=name)
+    first = next(iter(whole))
+    assert whole[first].abs().max() > 0  # the first layer gets its gradient through the steps
 
 
 def test_refinement_moves_only_the_last_tensors_and_lowers_its_loss(target, group):

@@ -62,3 +62,26 @@ def test_release_keeps_the_learned_step_sizes_and_refuses_to_drop_them(tmp_path,
     assert main(["release", str(source), str(out), "--refine-steps", "0"]) == 0
     assert torch.equal(pudnet.PudNet.from_pretrained(out).log_refine_lr,
                        pudnet.PudNet.from_pretrained(source).log_refine_lr)
+
+
+def test_a_half_precision_release_stores_float16_and_loads_float32_weights(tmp_path):
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    source = str(pudnet.pretrained.path_of("fashion-convnet3"))
+    assert main(["release", source, str(full)]) == 0
+    assert main(["release", source, str(half), "--half"]) == 0
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    reference, loaded = pudnet.PudNet.read_checkpoint(full).model, pudnet.PudNet.read_checkpoint(half).model
+    for name, value in reference.items():
+        assert loaded[name].dtype == value.dtype
+        if value.is_floating_point():
+            assert torch.equal(loaded[name], value.half().float()), name
+    assert pudnet.PudNet.from_pretrained(half) is not None
+
+
+def test_a_half_precision_save_refuses_a_value_float16_cannot_hold(tmp_path):
+    net = pudnet.PudNet()
+    with torch.no_grad():
+        net.log_tau.fill_(1e5)
+    with pytest.raises(pudnet.ops.NonFiniteError, match="log_tau"):
+        net.save_pretrained(tmp_path / "x.safetensors", half=True)
+    assert not (tmp_path / "x.safetensors").exists()

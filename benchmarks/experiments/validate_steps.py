@@ -53,12 +53,14 @@ def main():
     parser.add_argument("--groups", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="the runs' training seed (groups: seed + 7919)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pretrained", help="the pretrained baseline's weight file (default: the shipped one of "
+                        "the checkpoints' target)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _, evaluator = validation_evaluator(args.groups, args.degrees, args.seed, args.validation)
     nets = {path: PudNet.from_pretrained(path) for path in args.checkpoints}
     target = next(iter(nets.values())).target
-    pretrained, _ = load_baseline(shipped_path("pretrained", target), target)
+    pretrained, _ = load_baseline(args.pretrained or shipped_path("pretrained", target), target)
     scores: dict[str, list[float]] = {}
     score = lambda name, params, tasks: scores.setdefault(name, []).append(  # noqa: E731
         100 * accuracy_with(target, params, tasks, 0))

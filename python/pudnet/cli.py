@@ -322,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "checkpoint's own count are always added)")
     evaluate.add_argument("--frontier-epochs", metavar="LIST", type=_int_list(1), default=None,
                           help="--frontier: epoch budgets of Adam/GC from scratch (default 1,5,30)")
+    evaluate.add_argument("--weights-dir", metavar="DIR", type=existing_folder, default=None,
+                          help="--frontier: the folder of the target's baseline weights, "
+                          "pretrained-TARGET.safetensors and (optional) protonet-TARGET.safetensors, as "
+                          "`python -m pudnet.baselines train` writes them (default: the shipped ConvNet-3 ones)")
     _add_data(evaluate)
     _add_threads(evaluate)
     _add_hardware(evaluate)
@@ -372,6 +376,8 @@ def _add_release_command(commands) -> None:
                          help="trailing parameter tensors refined (default 3: ConvNet-3's conv3, bn3)")
     release.add_argument("--refine-pseudo", type=non_negative_float, default=1.0, metavar="W",
                          help="weight of the pseudo-labels of the unlabelled images (default 1)")
+    release.add_argument("--half", action="store_true",
+                         help="store the weights as float16 (half the file; loaded back as float32)")
 
 
 def cmd_release(args) -> None:
@@ -394,7 +400,7 @@ def cmd_release(args) -> None:
     net.load_state_dict({k: v for k, v in state.model.items() if not k.startswith("head.")}, strict=True)
     provenance = {"source": str(args.checkpoint), "source_sha256": checkpoint_sha256(args.checkpoint)}
     kept = {k: v for k, v in state.extra.items() if k in ("step", "validation", "train")}
-    net.save_pretrained(args.out, **kept, released_from=provenance)
+    net.save_pretrained(args.out, half=args.half, **kept, released_from=provenance)
     print(f"{args.checkpoint} -> {args.out}: refinement {config.refinement}")
 
 
@@ -678,7 +684,7 @@ def _eval_denoise(args) -> None:
 
 
 def _check_frontier_options(args) -> None:
-    frontier_only = [name for name in ("frontier_out", "frontier_steps", "frontier_epochs")
+    frontier_only = [name for name in ("frontier_out", "frontier_steps", "frontier_epochs", "weights_dir")
                      if getattr(args, name) is not None]
     if not args.frontier and frontier_only:
         raise UsageError(f"--{frontier_only[0].replace('_', '-')} needs --frontier")
@@ -698,7 +704,7 @@ def _frontier(args, net, evaluator) -> None:
     try:
         result = run_frontier(net, evaluator, out, args.frontier_steps or DEFAULT_STEPS,
                               args.frontier_epochs or DEFAULT_EPOCHS, args.checkpoint, args.domain,
-                              progress=not args.quiet)
+                              progress=not args.quiet, weights_dir=args.weights_dir)
     except SettingsMismatch as e:
         raise UsageError(str(e)) from None
     print(f"Accuracy vs seconds: PudNet ({args.checkpoint}) on {args.domain}, {groups_text(result['groups'])}; "

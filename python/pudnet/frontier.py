@@ -144,14 +144,15 @@ def timed(make: Callable[[], Params], device: torch.device) -> tuple[Params, flo
 class FrontierMethods:
     """Produces and scores every method's parameters for one group of ``evaluator``."""
 
-    def __init__(self, net: PudNet, evaluator: Evaluator, steps: list[int], epochs: list[int]):
+    def __init__(self, net: PudNet, evaluator: Evaluator, steps: list[int], epochs: list[int],
+                 weights_dir: str | os.PathLike | None = None):
         self.net, self.evaluator, self.steps, self.target = net, evaluator, steps, net.target
-        fixed = load_baselines(net.target)
+        fixed = load_baselines(net.target, weights_dir=weights_dir, optional=("protonet",))
         self.pretrained = evaluator.on_device(fixed["pretrained"]())
-        self.protonet = evaluator.on_device(fixed["protonet"]())
+        self.protonet = evaluator.on_device(fixed["protonet"]()) if "protonet" in fixed else None
         self.scratch = scratch_baselines(net.target, tuple(epochs), labelled=("support",), optimisers=OPTIMISERS,
                                          precision=evaluator.config.precision)
-        self.names = method_names(steps, epochs)
+        self.names = [n for n in method_names(steps, epochs) if n != "protonet" or self.protonet is not None]
 
     def refined(self, params: Params, tasks, steps: int, step_sizes: Tensor | None = None
                 ) -> tuple[Params, float]:
@@ -191,7 +192,8 @@ class FrontierMethods:
             yield pretrained_method(k), lambda k=k: pretrained(k)
         for name, baseline in self.scratch.items():
             yield name, lambda baseline=baseline: scratch(baseline)
-        yield "protonet", lambda: timed(lambda: self.protonet, device)
+        if self.protonet is not None:
+            yield "protonet", lambda: timed(lambda: self.protonet, device)
         yield "random_init", lambda: (random_params, random_s)
 
     @torch.no_grad()
@@ -232,8 +234,9 @@ def differences(found: dict, wanted: dict, prefix: str = "") -> list[str]:
     return lines
 
 
-def open_folder(out: Path, settings: dict) -> dict[int, dict]:
-    """The finished rows of ``out`` (after checking its settings equal ``settings``), or {} for a new run."""
+def open_folder(out: Path, settings: dict, names: list[str] | None = None) -> dict[int, dict]:
+    """The finished rows of ``out`` (after checking its settings equal ``settings``), or {} for a new run;
+    ``names``: the run's methods (default: every method of its steps and epochs)."""
     out.mkdir(parents=True, exist_ok=True)
     settings, settings_file = json.loads(json.dumps(settings)), out / SETTINGS  # compared as JSON reads back
     if not settings_file.exists():
@@ -247,7 +250,7 @@ def open_folder(out: Path, settings: dict) -> dict[int, dict]:
         raise SettingsMismatch(f"{out} holds a frontier run with other settings ("
                                + "; ".join(differences(found, settings))
                                + "): rerun with those settings to continue it, or give an empty or new --frontier-out")
-    return read_rows(out / ROWS, method_names(settings["steps"], settings["epochs"]))
+    return read_rows(out / ROWS, names or method_names(settings["steps"], settings["epochs"]))
 
 
 def read_rows(path: Path, names: list[str]) -> dict[int, dict]:
@@ -292,13 +295,18 @@ def normalised_steps(net: PudNet, steps) -> list[int]:
 
 def run_frontier(net: PudNet, evaluator: Evaluator, out: str | os.PathLike, steps=DEFAULT_STEPS,
                  epochs=DEFAULT_EPOCHS, checkpoint: str = "fashion-convnet3", domain: str = "fashion",
-                 progress: bool = True) -> dict:
+                 progress: bool = True, weights_dir: str | os.PathLike | None = None) -> dict:
     """Score every method on ``evaluator``'s groups (continuing from ``out``), write ``frontier.json``,
-    ``frontier.md`` and (with matplotlib) ``frontier.png`` into ``out``; returns the JSON's content."""
+    ``frontier.md`` and (with matplotlib) ``frontier.png`` into ``out``; returns the JSON's content.
+    ``weights_dir``: the pretrained (and, if there, ProtoNet) baseline files of the target (default: the
+    shipped ones, ConvNet-3)."""
     out, steps, epochs = Path(out), normalised_steps(net, steps), sorted(set(epochs))
     settings = run_settings(net, evaluator, steps, epochs, checkpoint, domain)
-    rows = open_folder(out, settings)
-    methods = FrontierMethods(net, evaluator, steps, epochs)
+    if weights_dir is not None:  # the rows depend on these files too (the shipped ones come with the commit)
+        settings["baseline_files"] = {path.name: checkpoint_sha256(path)
+                                      for path in sorted(Path(weights_dir).glob(f"*-{net.target.name}.safetensors"))}
+    methods = FrontierMethods(net, evaluator, steps, epochs, weights_dir)
+    rows = open_folder(out, settings, methods.names)
     generator = torch.Generator().manual_seed(evaluator.config.seed)  # random init drawn as Evaluator.run does
     todo = [g for g in range(evaluator.config.groups) if g not in rows]
     with tqdm(total=evaluator.config.groups, initial=evaluator.config.groups - len(todo), desc="frontier groups",

@@ -83,20 +83,24 @@ def shipped_path(name: str, target: Target | None = None) -> Path:
 
 def load_baselines(
     target: Target | None = None, *, weights_dir: str | os.PathLike | None = None,
-    scratch_epochs: tuple[int, ...] = (),
+    scratch_epochs: tuple[int, ...] = (), optional: tuple[str, ...] = (),
 ) -> dict[str, Callable]:
     """``{"pretrained": ..., "protonet": ...}`` from the shipped weights (or ``weights_dir``), each a
     callable ``TaskBatch -> params`` for :meth:`Evaluator.run`; plus Adam-from-scratch baselines on the
-    protocol's 10 labelled per class for each of ``scratch_epochs``."""
+    protocol's 10 labelled per class for each of ``scratch_epochs``. A baseline named in ``optional`` whose
+    file is missing is left out instead of an error."""
     target = target or default_target()
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS
     baselines: dict[str, Callable] = {}
     for name in TRAINED:
         path = folder / f"{name}-{target.name}.safetensors"
+        if not path.is_file() and name in optional:
+            continue
         if not path.is_file():
             raise FileNotFoundError(
                 f"no {name} weights for target {target.config()} at {path}; the shipped files cover "
-                f"{DEFAULT_TARGET}. Train them: python -m pudnet.baselines train {name} --out {path}"
+                f"{DEFAULT_TARGET}. Train them: python -m pudnet.baselines train {name} --target {target.name} "
+                f"--out {path}"
             )
         try:
             params, metadata = load_baseline(path, target, name)
@@ -127,11 +131,13 @@ def scratch_baselines(
 
 def train_baseline(
     name: str, out_path: str | os.PathLike | None = None, *, target: Target | None = None,
-    store: ImageStore | None = None, progress: bool = True, command: str | None = None, **overrides,
+    store: ImageStore | None = None, progress: bool = True, command: str | None = None, half: bool = False,
+    **overrides,
 ) -> tuple[Params, dict]:
     """Train ``pretrained`` or ``protonet`` (config fields as keyword overrides, e.g. ``epochs=3``,
     ``steps=600``, ``distance="euclidean"``) on the training classes of ``store`` (default: the
-    Fashion-MNIST training split); write the weights to ``out_path`` when given. Returns (params, info)."""
+    Fashion-MNIST training split); write the weights to ``out_path`` when given (``half``: as float16).
+    Returns (params, info)."""
     if name not in TRAINED:
         raise ValueError(f"unknown baseline {name!r}; trainable: {', '.join(TRAINED)}")
     config_cls, train = TRAINED[name]
@@ -151,7 +157,7 @@ def train_baseline(
     info["torch"] = torch.__version__
     info["threads"] = torch.get_num_threads()
     if out_path is not None:
-        save_baseline(params, out_path, name, target, info)
+        save_baseline(params, out_path, name, target, info, half)
     return params, info
 
 

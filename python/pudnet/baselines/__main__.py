@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "write its weights as safetensors.")
     train.add_argument("name", choices=["pretrained", "protonet"])
     train.add_argument("--out", required=True, help="safetensors file to write")
+    train.add_argument("--target", default="convnet3", choices=["convnet3", "resnet18", "resnet34"],
+                       help="architecture (one channel, 28 px; default convnet3, width 64)")
     train.add_argument("--epochs", type=int, help="pretrained: epochs over the training images (default 3)")
     train.add_argument("--batch-size", type=int, help="pretrained: images per step (default 128)")
     train.add_argument("--steps", type=int, help="protonet: training episodes (default 600)")
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="compute dtype (default auto: bf16 where the CPU runs it natively, else fp32)")
     train.add_argument("--data", help="folder holding the Fashion-MNIST IDX files (default: the apt package)")
+    train.add_argument("--half", action="store_true", help="store the weights as float16 (half the file)")
     train.add_argument("--threads", type=int, help="torch threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -67,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full result (per-group scores and seconds) here")
     ev.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _target(name: str):
+    from ..targets import make_target
+    from .common import default_target
+
+    return default_target() if name == "convnet3" else make_target(name, in_channels=1, image_size=28)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         if wrong:
             parser.error(f"{', '.join('--' + w.replace('_', '-') for w in wrong)} do(es) not apply to {args.name}")
         _, info = train_baseline(
-            args.name, args.out, store=datasets.fashion_mnist("train", args.data), progress=not args.quiet,
-            command=command_line(), **overrides,
+            args.name, args.out, target=_target(args.target),
+            store=datasets.fashion_mnist("train", args.data), progress=not args.quiet,
+            command=command_line(), half=args.half, **overrides,
         )
         print(f"{args.name}: validation top-1 {100 * info['val_acc']:.2f}% (training classes, held-out "
               f"images), {info['wall_s']} s -> {args.out}")

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, atomic_save, read_safetensors
 from .. import hardware
+from ..ops import check_finite
 from ..data.episodes import EpisodeStream
 from ..data.sampler import EpisodeSpec
 from ..data.store import ImageStore, hold_out
@@ -101,10 +102,15 @@ def command_line() -> str:
     return "python -m pudnet.baselines " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def save_baseline(params: Params, path: str | os.PathLike, name: str, target: Target, info: dict) -> None:
+def save_baseline(params: Params, path: str | os.PathLike, name: str, target: Target, info: dict,
+                  half: bool = False) -> None:
     """Write ``params`` (spec names) as safetensors with metadata naming the baseline, the target config,
-    the training configuration, the command and the validation figures."""
+    the training configuration, the command and the validation figures; ``half``: stored as float16
+    (:func:`load_baseline` gives float32 back)."""
     check_params(params, target)
+    if half:
+        params = {k: v.half() for k, v in params.items()}
+        check_finite(params, f"{path}: not saved (float16 cannot hold a value)")
     metadata = {"format": FORMAT, "baseline": name, "target": json.dumps(target.config())}
     metadata.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()})
     atomic_save(params, path, metadata)

@@ -14,7 +14,7 @@ LOSSES = ("full", "metric", "no_kl")
 # Inclusive bounds of every numeric config field: far beyond any useful model, yet small enough that a hostile
 # checkpoint cannot ask for terabytes or hours before a tensor exists (the total size is checked at load too).
 INT_BOUNDS = {
-    "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "sketch_width": (1, 1024),
+    "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "generator_rank": (0, 1024), "sketch_width": (1, 1024),
     "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
     "refine_last": (1, 1000), "num_train_classes": (0, 100_000),
 }
@@ -44,6 +44,9 @@ class PudNetConfig:
     target_kwargs: dict = field(default_factory=lambda: {"in_channels": 1, "image_size": 28})
     embedding_dim: int = 128
     generator_hidden: int = 32
+    # > 0: every weight matrix is generated as a product of two factors of this rank (model/generators.py;
+    # what keeps a ResNet's generators small); 0: full-rank generators, as in the paper
+    generator_rank: int = 0
     sketch_width: int = 32
     sketch_dim: int = 256
     alpha: float = 0.3  # initial residual connection r' = (1 - α) r + α e

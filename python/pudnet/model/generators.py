@@ -2,6 +2,10 @@
 
 Layers are grouped by kernel size ``k`` (3 for 3×3 convolutions, 1 for 1×1 convolutions and vectors) so
 that a group's parameters are stacked tensors and the hot path can run a group in one launch.
+
+With ``rank`` > 0 the weight matrices come instead from :class:`LowRankGenerators`: a product of two generated
+factors of that rank, whose output projections are ~(rows + columns) · rank instead of rows · columns wide (a
+ResNet-18's full generators hold 40 M numbers; rank 1 holds ~0.6 M).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..targets.base import ParamSpec
@@ -75,14 +80,51 @@ class GeneratorGroup(nn.Module):
         return cast[: len(self.out_w)], cast[len(self.out_w):]
 
 
-class WeightGenerators(nn.Module):
-    """All generators of a target; maps per-layer codes to parameters of the exact shapes."""
+class LowRankGenerators(nn.Module):
+    """Rank-``rank`` weight matrices: per layer, code → Linear → LayerNorm → LeakyReLU → factors ``U``
+    [rows, rank] and ``V`` [rank, columns]; the raw matrix is ``U V`` (rows = output channels, columns = the rest
+    of the shape), standardised afterwards like every generated matrix."""
 
-    def __init__(self, specs: list[ParamSpec], embedding_dim: int, hidden: int):
+    def __init__(self, specs: list[ParamSpec], embedding_dim: int, hidden: int, rank: int):
+        super().__init__()
+        self.rank = rank
+        self.sizes = [(s.shape[0], s.numel // s.shape[0]) for s in specs]
+        self.lin_w = nn.Parameter(torch.randn(len(specs), embedding_dim, hidden) / math.sqrt(embedding_dim))
+        self.lin_b = nn.Parameter(torch.zeros(len(specs), hidden))
+        self.out_w = nn.ParameterList(
+            nn.Parameter(torch.randn((r + c) * rank, hidden) / math.sqrt(hidden)) for r, c in self.sizes
+        )
+        self.out_b = nn.ParameterList(nn.Parameter(torch.zeros((r + c) * rank)) for r, c in self.sizes)
+
+    def forward(self, codes: Tensor) -> list[Tensor]:
+        """``codes`` [B, L_matrices, E] → raw matrices ``[B, rows_l, columns_l]`` per layer."""
+        # normalised so that the factors, and their product, are O(1) however small the codes are: the
+        # standardisation that follows divides by the product's spread
+        hidden = torch.einsum("ble,leh->blh", codes, self.lin_w) + self.lin_b
+        hidden = F.leaky_relu(F.layer_norm(hidden, hidden.shape[-1:]), 0.2)
+        raws = []
+        for i, (rows_, columns) in enumerate(self.sizes):
+            factors = F.linear(hidden[:, i], self.out_w[i], self.out_b[i])
+            u = factors[:, : rows_ * self.rank].view(-1, rows_, self.rank)
+            v = factors[:, rows_ * self.rank:].view(-1, self.rank, columns)
+            raws.append(torch.bmm(u, v))
+        return raws
+
+
+class WeightGenerators(nn.Module):
+    """All generators of a target; maps per-layer codes to parameters of the exact shapes. ``rank`` > 0 makes
+    the weight matrices low-rank (:class:`LowRankGenerators`); vectors keep their generator group."""
+
+    def __init__(self, specs: list[ParamSpec], embedding_dim: int, hidden: int, rank: int = 0):
         super().__init__()
         self.specs = specs
-        sizes = sorted({kernel_size(s) for s in specs}, reverse=True)
-        self.group_layers = {k: [i for i, s in enumerate(specs) if kernel_size(s) == k] for k in sizes}
+        low_rank = [i for i, s in enumerate(specs) if rank and s.is_matrix]
+        self.low_rank_layers = low_rank
+        self.low_rank = LowRankGenerators([specs[i] for i in low_rank], embedding_dim, hidden, rank) \
+            if low_rank else None
+        grouped = [i for i in range(len(specs)) if i not in set(low_rank)]
+        sizes = sorted({kernel_size(specs[i]) for i in grouped}, reverse=True)
+        self.group_layers = {k: [i for i in grouped if kernel_size(specs[i]) == k] for k in sizes}
         self.groups = nn.ModuleDict(
             {f"k{k}": GeneratorGroup([specs[i] for i in idx], k, embedding_dim, hidden)
              for k, idx in self.group_layers.items()}
@@ -91,9 +133,11 @@ class WeightGenerators(nn.Module):
     def forward(self, codes: Tensor) -> list[Tensor]:
         """``codes`` [B, L, E] (one per spec, in order) → raw tensors ``[B, *spec.shape]`` in spec order."""
         raws: list[Tensor | None] = [None] * len(self.specs)
-        for k, layer_ids in self.group_layers.items():
+        parts = [(self.groups[f"k{k}"], ids) for k, ids in self.group_layers.items()]
+        if self.low_rank is not None:
+            parts.append((self.low_rank, self.low_rank_layers))
+        for generator, layer_ids in parts:
             index = torch.tensor(layer_ids, device=codes.device)
-            outputs = self.groups[f"k{k}"](codes.index_select(1, index))
-            for i, raw in zip(layer_ids, outputs):
+            for i, raw in zip(layer_ids, generator(codes.index_select(1, index))):
                 raws[i] = raw.reshape(raw.shape[0], *self.specs[i].shape)
         return raws

@@ -67,7 +67,8 @@ class PudNet(nn.Module):
         sketch_features = config.sketch_dim * (2 if config.sketch_support else 1)
         self.embed = nn.Linear(sketch_features, config.embedding_dim)
         self.ahru = AHRU(config.embedding_dim, config.alpha) if config.use_ahru else None
-        self.generators = WeightGenerators(self.specs, config.embedding_dim, config.generator_hidden)
+        self.generators = WeightGenerators(self.specs, config.embedding_dim, config.generator_hidden,
+                                           config.generator_rank)
         if config.weight_mode != "paper":
             base = self.target.random_params(torch.Generator().manual_seed(0))
             if config.weight_mode == "residual":
@@ -128,10 +129,11 @@ class PudNet(nn.Module):
         return net.to(hardware.resolve_device(device)).eval()
 
     def save_pretrained(self, path: str | os.PathLike, training: dict[str, Tensor] | None = None,
-                        **extra: object) -> None:
+                        half: bool = False, **extra: object) -> None:
         """Write this PudNet (and, for a training state, the ``training`` tensors) with the JSON ``extra``
-        metadata as one file, atomically; a NaN or infinite tensor is refused (:func:`pudnet.ops.check_finite`)."""
-        serialise.save(self, path, training, **extra)
+        metadata as one file, atomically; a NaN or infinite tensor is refused (:func:`pudnet.ops.check_finite`).
+        ``half``: float32 tensors stored as float16 (loaded back as float32)."""
+        serialise.save(self, path, training, half, **extra)
 
     @property
     def tau(self) -> Tensor:

@@ -95,11 +95,13 @@ def refine(target: Target, params: Params, images: Tensor, labels: Tensor, refin
 
 def _refine_in_graph(target: Target, params: Params, images: Tensor, labels: Tensor, refinement: Refinement,
                      step_sizes: Tensor) -> Params:
-    """:func:`refine` with every step differentiable (no frozen prefix: the earlier tensors get gradients too)."""
+    """:func:`refine` with every step differentiable; the prefix that does not change is computed once and kept
+    in the graph (the earlier tensors get their gradients through it)."""
     trained = {name: params[name] for name in refined_names(target, refinement)}
     step_sizes = step_sizes.to(images.device)
+    prefix, rest = target.frozen_prefix(params, images, set(trained), differentiable=True)
     for _ in range(refinement.steps):
-        features, _ = target.forward(params | trained, images)
+        features, _ = rest(params | trained, prefix)
         loss = refinement_loss(features, labels, refinement.tau, refinement.pseudo)
         grads = torch.autograd.grad(loss, list(trained.values()), create_graph=True)
         trained = {name: value - rate * grad

@@ -40,10 +40,15 @@ class Checkpoint:
 
 
 def save(net: nn.Module, path: str | os.PathLike, training: dict[str, torch.Tensor] | None = None,
-         **extra: object) -> None:
+         half: bool = False, **extra: object) -> None:
     """Write ``net`` (its ``config`` and tensors, plus ``training`` under :data:`TRAINING`) and the JSON
-    ``extra`` metadata as one file, atomically; refuses with :class:`NonFiniteError` a NaN or infinite tensor."""
-    tensors = {**net.state_dict(), **{TRAINING + k: v for k, v in (training or {}).items()}}
+    ``extra`` metadata as one file, atomically; refuses with :class:`NonFiniteError` a NaN or infinite tensor.
+    ``half``: the model's float32 tensors are stored as float16 (half the file; :func:`read` gives them back
+    as float32)."""
+    model = net.state_dict()
+    if half:
+        model = {k: v.half() if v.dtype == torch.float32 else v for k, v in model.items()}
+    tensors = {**model, **{TRAINING + k: v for k, v in (training or {}).items()}}
     check_finite(tensors, f"{path}: not saved")
     metadata = {"format": FORMAT, "config": json.dumps(net.config.to_dict())}
     metadata.update({k: json.dumps(v) for k, v in extra.items()})
@@ -59,7 +64,8 @@ def read(build: Build, path: str | os.PathLike, target: str | None = None) -> Ch
         raise CheckpointError(
             f"{path}: a checkpoint for target {config.target!r}, but {target!r} was asked for"
         )
-    model = {k: v for k, v in tensors.items() if not k.startswith(TRAINING)}
+    model = {k: v.float() if v.dtype == torch.float16 else v  # stored half (``save(half=True)``)
+             for k, v in tensors.items() if not k.startswith(TRAINING)}
     training = {k[len(TRAINING):]: v for k, v in tensors.items() if k.startswith(TRAINING)}
     check_state(expected_state(build, config, path), model, str(path))
     try:

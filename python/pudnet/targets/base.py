@@ -288,10 +288,13 @@ class Target:
         return {name: (torch.zeros_like(params[f"{name}.weight"]), torch.ones_like(params[f"{name}.weight"]))
                 for name in self.batchnorm_names()}
 
-    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str]) -> tuple[Tensor, Callable]:
+    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str], differentiable: bool = False
+                      ) -> tuple[Tensor, Callable]:
         """For repeated passes over one batch ``x`` in which only the parameters named in ``changing`` vary
         (refinement of the last layers): the work that does not depend on them, done once, and a function
-        ``(params, prefix) -> forward(params, x)``. This default does nothing ahead."""
+        ``(params, prefix) -> forward(params, x)``. The prefix is computed without gradient unless
+        ``differentiable`` (then a loss of the passes trains the other parameters through it, exactly as through
+        whole forwards). This default does nothing ahead."""
         return x, lambda p, h: self.forward(p, h)
 
     def canonical(self, params: Params) -> Params:

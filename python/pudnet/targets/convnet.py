@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from typing import Callable
 
 import torch
@@ -66,13 +68,14 @@ class ConvNet3(Target):
             x = conv_bn_relu_maxpool(x, params[f"conv{i}.weight"], f"bn{i}", params, stats, collected)
         return x, (stats if stats is not None else collected)
 
-    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str]) -> tuple[Tensor, Callable]:
+    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str], differentiable: bool = False
+                      ) -> tuple[Tensor, Callable]:
         """Runs the blocks before the first one holding a ``changing`` parameter (BatchNorm statistics from
         ``x``, as ``forward`` computes them)."""
         first = min(int(name.split(".")[0].removeprefix("conv").removeprefix("bn")) for name in changing)
         if first == 1:
-            return super().frozen_prefix(params, x, changing)
-        with torch.no_grad():
+            return super().frozen_prefix(params, x, changing, differentiable)
+        with nullcontext() if differentiable else torch.no_grad():
             prefix, _ = self._blocks(params, x, None, 1, first - 1)
 
         def rest(p: Params, h: Tensor) -> tuple[Tensor, Stats]:

@@ -14,6 +14,9 @@ weights can be run without building a module, and ``to_module`` turns them into 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -86,23 +89,51 @@ class ResNetTarget(Target):
 
     def forward(self, params: Params, x: Tensor, stats: Stats | None = None) -> tuple[Tensor, Stats]:
         collected: Stats = {}
+        x = self._trunk(params, x, stats, collected)
+        return F.adaptive_avg_pool2d(x, (1, 1)).flatten(1), (stats if stats is not None else collected)
 
+    def _trunk(self, params: Params, x: Tensor, stats: Stats | None, collected: Stats,
+               before_last_conv2: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The stem and every block (unpooled output); ``before_last_conv2``: stop at the last block's second
+        convolution and return ``(its input, the block's input)``."""
         def conv_then_bn(h: Tensor, conv: str, bn: str, stride: int = 1, padding: int = 1) -> Tensor:
             return conv_bn(h, params[f"{conv}.weight"], bn, params, stats, collected, stride, padding)
 
         # in-place ReLUs and sums: fresh buffers of this size cost page faults on CPU, and nothing saved
         # for backward is overwritten (autograd would raise)
         x = F.relu_(conv_then_bn(x, "conv1", "bn1"))
-        for prefix, _inplanes, _planes, stride, downsample in self._blocks():
+        blocks = list(self._blocks())
+        for i, (prefix, _inplanes, _planes, stride, downsample) in enumerate(blocks):
             out = F.relu_(conv_then_bn(x, f"{prefix}.conv1", f"{prefix}.bn1", stride))
+            if before_last_conv2 and i == len(blocks) - 1:
+                return out, x
             out = conv_then_bn(out, f"{prefix}.conv2", f"{prefix}.bn2")
             if downsample:
                 out += conv_then_bn(x, f"{prefix}.downsample.0", f"{prefix}.downsample.1", stride, padding=0)
             else:
                 out += x
             x = F.relu_(out)
-        x = F.adaptive_avg_pool2d(x, (1, 1)).flatten(1)
-        return x, (stats if stats is not None else collected)
+        return x
+
+    def frozen_prefix(self, params: Params, x: Tensor, changing: set[str], differentiable: bool = False
+                      ) -> tuple[Tensor, Callable]:
+        """Where only the last block's second convolution and BatchNorm change (the refinement's default
+        tensors): everything up to that convolution, done once; the prefix is its input (the block's own
+        input, the identity it adds, is kept by the returned function)."""
+        last, *_, downsample = list(self._blocks())[-1]
+        tail = {f"{last}.conv2.weight", f"{last}.bn2.weight", f"{last}.bn2.bias"}
+        if downsample or not changing <= tail:
+            return super().frozen_prefix(params, x, changing, differentiable)
+        with nullcontext() if differentiable else torch.no_grad():
+            hidden, identity = self._trunk(params, x, None, {}, before_last_conv2=True)
+
+        def rest(p: Params, h: Tensor) -> tuple[Tensor, Stats]:
+            collected: Stats = {}
+            out = conv_bn(h, p[f"{last}.conv2.weight"], f"{last}.bn2", p, None, collected, 1, 1)
+            out = F.relu(out + identity)  # not in place: the prefix serves every pass
+            return F.adaptive_avg_pool2d(out, (1, 1)).flatten(1), collected
+
+        return hidden, rest
 
     def module(self) -> nn.Module:
         return adapted_resnet(self.depth, self.in_channels)
