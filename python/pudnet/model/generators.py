@@ -5,7 +5,7 @@ that a group's parameters are stacked tensors and the hot path can run a group i
 
 With ``rank`` > 0 the weight matrices come instead from :class:`LowRankGenerators`: a product of two generated
 factors of that rank, whose output projections are ~(rows + columns) · rank instead of rows · columns wide (a
-ResNet-18's full generators hold 40 M numbers; rank 1 holds ~0.6 M).
+ResNet-18's generators: 47.6 M numbers at hidden 32, 1.0 M at rank 1 and hidden 16).
 """
 
 from __future__ import annotations
