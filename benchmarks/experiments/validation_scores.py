@@ -23,6 +23,7 @@ parser.add_argument("--groups", type=int, default=30)
 parser.add_argument("--seed", type=int, default=0, help="training seed; the groups use seed + 7919")
 parser.add_argument("--extra", action="append", default=[], metavar="NAME=FILE")
 parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--weights-dir", help="the baseline files of the checkpoints' target (default: the shipped ones)")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 config = TrainConfig(validate_every=1, validation_groups=args.groups, validation_degrees=args.degrees, seed=args.seed)
@@ -33,7 +34,7 @@ for i, path in enumerate(args.checkpoints):
     net, extra = PudNet.from_checkpoint(state), state.extra
     baselines = None
     if i == 0:
-        baselines = load_baselines(net.target)
+        baselines = load_baselines(net.target, weights_dir=args.weights_dir, optional=("protonet",))
         for item in args.extra:
             name, file = item.split("=", 1)
             baselines[name] = FixedBaseline(name, *load_baseline(file, net.target))
