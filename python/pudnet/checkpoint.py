@@ -17,6 +17,12 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, not safetensors, not of the format asked for, or of another architecture."""
 
 
+def as_float16(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with every float32 one stored as float16 (half the file; readers give float32 back). A value
+    float16 cannot hold becomes infinite, which the writers' finiteness check refuses."""
+    return {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
     """Write a safetensors file so that ``path`` holds either the old file or the complete new one (a killed
     write leaves a ``.NAME.*.tmp`` file, which :func:`remove_stale_temporaries` removes)."""

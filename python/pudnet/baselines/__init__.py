@@ -94,9 +94,9 @@ def load_baselines(
     baselines: dict[str, Callable] = {}
     for name in TRAINED:
         path = folder / f"{name}-{target.name}.safetensors"
-        if not path.is_file() and name in optional:
-            continue
         if not path.is_file():
+            if name in optional:
+                continue
             raise FileNotFoundError(
                 f"no {name} weights for target {target.config()} at {path}; the shipped files cover "
                 f"{DEFAULT_TARGET}. Train them: python -m pudnet.baselines train {name} --target {target.name} "

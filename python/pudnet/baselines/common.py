@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, atomic_save, read_safetensors
+from ..checkpoint import CheckpointError, as_float16, atomic_save, read_safetensors
 from .. import hardware
 from ..ops import check_finite
 from ..data.episodes import EpisodeStream
@@ -109,7 +109,7 @@ def save_baseline(params: Params, path: str | os.PathLike, name: str, target: Ta
     (:func:`load_baseline` gives float32 back)."""
     check_params(params, target)
     if half:
-        params = {k: v.half() for k, v in params.items()}
+        params = as_float16(params)
         check_finite(params, f"{path}: not saved (float16 cannot hold a value)")
     metadata = {"format": FORMAT, "baseline": name, "target": json.dumps(target.config())}
     metadata.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items()})

@@ -14,8 +14,8 @@ LOSSES = ("full", "metric", "no_kl")
 # Inclusive bounds of every numeric config field: far beyond any useful model, yet small enough that a hostile
 # checkpoint cannot ask for terabytes or hours before a tensor exists (the total size is checked at load too).
 INT_BOUNDS = {
-    "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "generator_rank": (0, 1024), "sketch_width": (1, 1024),
-    "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
+    "embedding_dim": (1, 8192), "generator_hidden": (1, 1024), "generator_rank": (0, 1024),
+    "sketch_width": (1, 1024), "sketch_dim": (1, 8192), "sketch_images": (0, 1_000_000), "refine_steps": (0, 1000),
     "refine_last": (1, 1000), "num_train_classes": (0, 100_000),
 }
 FLOAT_BOUNDS = {

@@ -118,11 +118,10 @@ class WeightGenerators(nn.Module):
     def __init__(self, specs: list[ParamSpec], embedding_dim: int, hidden: int, rank: int = 0):
         super().__init__()
         self.specs = specs
-        low_rank = [i for i, s in enumerate(specs) if rank and s.is_matrix]
-        self.low_rank_layers = low_rank
-        self.low_rank = LowRankGenerators([specs[i] for i in low_rank], embedding_dim, hidden, rank) \
-            if low_rank else None
-        grouped = [i for i in range(len(specs)) if i not in set(low_rank)]
+        self.low_rank_layers = [i for i, s in enumerate(specs) if rank and s.is_matrix]
+        self.low_rank = LowRankGenerators([specs[i] for i in self.low_rank_layers], embedding_dim, hidden, rank) \
+            if self.low_rank_layers else None
+        grouped = [i for i in range(len(specs)) if i not in self.low_rank_layers]
         sizes = sorted({kernel_size(specs[i]) for i in grouped}, reverse=True)
         self.group_layers = {k: [i for i in grouped if kernel_size(specs[i]) == k] for k in sizes}
         self.groups = nn.ModuleDict(

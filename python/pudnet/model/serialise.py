@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, atomic_save, check_state, read_metadata, read_safetensors
+from ..checkpoint import CheckpointError, as_float16, atomic_save, check_state, read_metadata, read_safetensors
 from ..ops import NonFiniteError, check_finite
 from .config import REMOVED, PudNetConfig
 
@@ -45,9 +45,7 @@ def save(net: nn.Module, path: str | os.PathLike, training: dict[str, torch.Tens
     ``extra`` metadata as one file, atomically; refuses with :class:`NonFiniteError` a NaN or infinite tensor.
     ``half``: the model's float32 tensors are stored as float16 (half the file; :func:`read` gives them back
     as float32)."""
-    model = net.state_dict()
-    if half:
-        model = {k: v.half() if v.dtype == torch.float32 else v for k, v in model.items()}
+    model = as_float16(net.state_dict()) if half else net.state_dict()
     tensors = {**model, **{TRAINING + k: v for k, v in (training or {}).items()}}
     check_finite(tensors, f"{path}: not saved")
     metadata = {"format": FORMAT, "config": json.dumps(net.config.to_dict())}
